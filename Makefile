@@ -1,0 +1,56 @@
+# Apus: the README's two commands are `make serve` and `make test`.
+# Both run the same idempotent set-up first: system packages, models, release build.
+
+SWIFT        ?= swift
+PYTHON       ?= python3
+HOST         ?= 0.0.0.0
+PORT         ?= 8080
+APT_PACKAGES := libopenblas-dev libnghttp2-dev libssl-dev pkg-config python3 python3-pip curl
+# Release builds everywhere: kernels are hundreds of times slower at -Onone. The target CPU is set
+# in Package.swift (APUS_TARGET_CPU, default haswell).
+BUILD_FLAGS  := -c release
+
+.PHONY: serve test setup deps models build build-tests test-swift test-python fuzz bench-http clean
+
+serve: setup
+	.build/release/apus serve --host $(HOST) --port $(PORT)
+
+test: setup build-tests test-swift test-python fuzz
+
+setup: deps models build
+
+# Installs only what is missing; `apt-get update` runs only when something is.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+models:
+	$(PYTHON) Models/fetch.py
+
+build:
+	$(SWIFT) build $(BUILD_FLAGS) --product apus
+
+build-tests:
+	$(SWIFT) build $(BUILD_FLAGS) --build-tests
+
+test-swift:
+	$(SWIFT) test $(BUILD_FLAGS) --skip-build
+
+test-python:
+	$(PYTHON) -m unittest discover -s Models -p 'test_*.py'
+
+# A short, bounded libFuzzer run of the HTTP request parser (Fuzz/README.md).
+fuzz:
+	Fuzz/run.sh 60
+
+bench-http: build
+	Benchmarks/http/wrk_vs_nginx.sh
+
+clean:
+	rm -rf .build .build-*

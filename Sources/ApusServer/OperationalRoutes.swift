@@ -1,0 +1,83 @@
+import ApusHTTP
+import Foundation
+
+/// `/health`, `/health/ready`, `/info` and `/metrics`: the routes operators and probes use.
+enum OperationalRoutes {
+    static func register(
+        on router: inout HTTPRouter, lifecycle: ServerLifecycle, metrics: ServerMetrics,
+        statistics: HTTPServerStatistics, info: ServerInfo
+    ) {
+        router.onImmediate("GET", "/health") { _, _ in
+            json(.ok, ["status": "ok"])
+        }
+        router.onImmediate("GET", "/health/ready") { _, _ in
+            let phase = lifecycle.phase
+            guard phase == .ready else {
+                return APIError.unavailable("not ready: \(phase)").response
+            }
+            return json(.ok, ["status": "ready"])
+        }
+        router.onImmediate("GET", "/info") { _, _ in
+            json(.ok, info)
+        }
+        router.onImmediate("GET", "/metrics") { _, _ in
+            metrics.updateState(phase: lifecycle.phase, openConnections: statistics.openConnections)
+            return HTTPResponse(
+                status: .ok, headers: ["content-type": "text/plain; version=0.0.4; charset=utf-8"],
+                bytes: metrics.exposition())
+        }
+    }
+
+    static func json<T: Encodable>(_ status: HTTPStatus, _ value: T) -> HTTPResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        do {
+            let body = try encoder.encode(value)
+            return HTTPResponse(status: status, headers: ["content-type": "application/json"], bytes: Array(body))
+        } catch {
+            return APIError(.internalServerError, "could not encode response: \(error)").response
+        }
+    }
+}
+
+/// The body of `GET /info`.
+public struct ServerInfo: Codable, Sendable, Equatable {
+    public struct Limits: Codable, Sendable, Equatable {
+        public var maxBodyBytes: Int
+        public var maxHeaderBytes: Int
+        public var maxHeaderCount: Int
+        public var maxRequestLineBytes: Int
+        public var maxConnections: Int
+        public var headerReadTimeoutSeconds: Double
+        public var idleTimeoutSeconds: Double
+        public var drainTimeoutSeconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case maxBodyBytes = "max_body_bytes"
+            case maxHeaderBytes = "max_header_bytes"
+            case maxHeaderCount = "max_header_count"
+            case maxRequestLineBytes = "max_request_line_bytes"
+            case maxConnections = "max_connections"
+            case headerReadTimeoutSeconds = "header_read_timeout_s"
+            case idleTimeoutSeconds = "idle_timeout_s"
+            case drainTimeoutSeconds = "drain_timeout_s"
+        }
+    }
+
+    /// A model the server serves.
+    public struct Model: Codable, Sendable, Equatable {
+        public var id: String
+        public var kind: String
+    }
+
+    public var name: String
+    public var version: String
+    public var limits: Limits
+    public var models: [Model]
+}
+
+extension Duration {
+    var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) * 1e-18
+    }
+}

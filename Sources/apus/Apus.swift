@@ -1,0 +1,12 @@
+import ApusServer
+import ArgumentParser
+
+@main
+struct Apus: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "apus",
+        abstract: "An HTTP inference server for text generation and embeddings.",
+        version: ApusVersion.string,
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self)
+}
