@@ -37,6 +37,21 @@ let package = Package(
             name: "ApusFormats",
             swiftSettings: apusSwiftSettings),
         .target(
+            name: "ApusTokenizers",
+            dependencies: ["ApusFormats"],
+            swiftSettings: apusSwiftSettings),
+        .target(
+            name: "ApusKernels",
+            dependencies: ["COpenBLAS"],
+            swiftSettings: apusSwiftSettings),
+        .target(
+            name: "ApusAttention",
+            swiftSettings: apusSwiftSettings),
+        .target(
+            name: "ApusModels",
+            dependencies: ["ApusKernels", "ApusAttention", "ApusFormats", "ApusTokenizers"],
+            swiftSettings: apusSwiftSettings),
+        .target(
             name: "ApusHTTP",
             dependencies: [
                 .product(name: "Logging", package: "swift-log")
@@ -46,6 +61,7 @@ let package = Package(
             name: "ApusServer",
             dependencies: [
                 "ApusHTTP",
+                "ApusModels",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -65,6 +81,18 @@ let package = Package(
         .testTarget(
             name: "ApusFormatsTests",
             dependencies: ["ApusFormats"]),
+        .testTarget(
+            name: "ApusTokenizersTests",
+            dependencies: ["ApusTokenizers"]),
+        .testTarget(
+            name: "ApusKernelsTests",
+            dependencies: ["ApusKernels", "ApusFormats"]),
+        .testTarget(
+            name: "ApusAttentionTests",
+            dependencies: ["ApusAttention"]),
+        .testTarget(
+            name: "ApusModelsTests",
+            dependencies: ["ApusModels"]),
         .testTarget(
             name: "ApusHTTPTests",
             dependencies: [

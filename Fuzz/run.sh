@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer target for the HTTP/1.1 request parser and runs it for a bounded time.
 #
-#   Fuzz/run.sh [SECONDS]      (default 60)
+#   Fuzz/run.sh [SECONDS]      fuzz for SECONDS (default 60)
+#   Fuzz/run.sh FILE...        run the target once on each FILE (reproduce a crash)
 #
 # Exits non-zero when the fuzzer finds a crash, an invariant violation, a timeout or a leak;
 # the reproducer is written to Fuzz/.out/crashes/ (see Fuzz/README.md).
@@ -9,9 +10,17 @@
 # FUZZ_ARGS adds libFuzzer flags (e.g. FUZZ_ARGS='-seed=1').
 set -euo pipefail
 
-SECS="${1:-60}"
-if ! [[ "$SECS" =~ ^[0-9]+$ ]] || [ "$SECS" -lt 1 ]; then
-    echo "usage: $0 [SECONDS]" >&2
+SECS=60
+REPRO=()
+if [ $# -ge 1 ] && [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ]; then
+    SECS="$1"
+elif [ $# -ge 1 ] && [ -f "$1" ]; then
+    for f in "$@"; do
+        [ -f "$f" ] || { echo "fuzz: no such file: $f" >&2; exit 2; }
+        REPRO+=("$(readlink -f "$f")")
+    done
+elif [ $# -ge 1 ]; then
+    echo "usage: $0 [SECONDS] | $0 FILE..." >&2
     exit 2
 fi
 
@@ -60,7 +69,7 @@ mkdir -p "$OUT/crashes" "$CORPUS"
 needs_build=0
 [ -x "$BIN" ] || needs_build=1
 for src in "${SOURCES[@]}" "${BASH_SOURCE[0]}"; do
-    [ "$src" -nt "$BIN" ] && needs_build=1
+    if [ "$src" -nt "$BIN" ]; then needs_build=1; fi
 done
 if [ "$needs_build" = 1 ]; then
     echo "fuzz: compiling $(basename "$BIN") ..."
@@ -71,6 +80,16 @@ if [ "$needs_build" = 1 ]; then
         -module-name HTTPParserFuzz "${LINKER[@]}" \
         "${SOURCES[@]}" -o "$BIN.tmp"
     mv "$BIN.tmp" "$BIN"
+fi
+
+# libFuzzer handles the trap of a failed precondition itself. Swift's own crash handler must stay
+# off: under ASan its memory reader trips a (false) heap-buffer-overflow report and the
+# swift-backtrace helper it spawns can hang.
+export SWIFT_BACKTRACE=enable=no
+
+if [ ${#REPRO[@]} -gt 0 ]; then
+    "$BIN" -timeout=10 "${REPRO[@]}"
+    exit $?
 fi
 
 ARGS=(
@@ -84,10 +103,6 @@ ARGS=(
 [ -f "$DICT" ] && ARGS+=(-dict="$DICT")
 # shellcheck disable=SC2206
 ARGS+=(${FUZZ_ARGS:-})
-
-# libFuzzer handles the trap of a failed precondition itself; Swift's backtracer would otherwise
-# take over the signal and (on some machines) hang symbolicating.
-export SWIFT_BACKTRACE=enable=no
 
 echo "fuzz: running $(basename "$BIN") for ${SECS}s (corpus $CORPUS, seeds $SEEDS)"
 start=$(date +%s.%N)
@@ -113,7 +128,7 @@ if [ "$rc" -ne 0 ]; then
     artifact="$(sed -n "s/.*Test unit written to //p" "$LOG" | tail -1)"
     echo "fuzz: FAILED (exit $rc) after ${execs:-?} executions in ${elapsed}s;" \
         "reproducer: ${artifact:-none}; full log: $LOG" >&2
-    [ -n "$artifact" ] && echo "fuzz: reproduce with: $BIN $artifact" >&2
+    [ -n "$artifact" ] && echo "fuzz: reproduce with: $0 $artifact" >&2
     exit "$rc"
 fi
 echo "fuzz: OK: ${execs:-?} executions in ${elapsed}s (${rate:-?} exec/s), no crash; corpus ${units} units"

@@ -191,8 +191,25 @@ proc_ticks() {  # utime+stime, in clock ticks, of the given processes (all their
     echo "$total"
 }
 
-host_ticks() {  # user+nice+system ticks of the whole machine (softirq/irq are not charged to processes)
-    awk '/^cpu /{print $2 + $3 + $4; exit}' /proc/stat
+others_ticks() {
+    # CPU ticks used so far by every process outside this script's process tree, their reaped
+    # children included (cutime/cstime), kernel threads excluded. The delta over a run is the CPU the
+    # rest of the machine took: a process that exits in between moves its time into its parent's.
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v me=$$ '
+        {
+            pid = $1; s = $0; sub(/^.*\) /, "", s); split(s, f, " ")
+            ppid[pid] = f[2]; ticks[pid] = f[12] + f[13] + f[14] + f[15]
+        }
+        END {
+            total = 0
+            for (p in ticks) {
+                if (p == 2 || ppid[p] == 2) continue
+                q = p; ours = 0
+                for (i = 0; i < 64 && q > 1; i++) { if (q == me) { ours = 1; break } q = ppid[q] }
+                if (!ours) total += ticks[p]
+            }
+            print total
+        }'
 }
 
 server_pids() {  # name -> the server's processes (nginx: master and workers)
@@ -227,12 +244,11 @@ pct() {  # ticks seconds -> % of one core
 }
 
 wait_quiet() {  # waits up to QUIET_WAIT s for the machine to be idle but for our (idle) servers
-    local waited=0 h0 s0 busy pids
-    pids="$(server_pids nginx) $(server_pids apus)"
+    local waited=0 o0 busy
     while ((waited < QUIET_WAIT)); do
-        h0=$(host_ticks); s0=$(proc_ticks $pids)
+        o0=$(others_ticks)
         sleep 1
-        busy=$(($(host_ticks) - h0 - ($(proc_ticks $pids) - s0)))
+        busy=$(($(others_ticks) - o0))
         ((busy * 100 / CLK_TCK > BUSY_LIMIT)) || return 0
         ((waited > 0)) || log "the machine is busy ($((busy * 100 / CLK_TCK))% of a core): waiting up to ${QUIET_WAIT}s"
         waited=$((waited + 1))
@@ -243,10 +259,10 @@ wait_quiet() {  # waits up to QUIET_WAIT s for the machine to be idle but for ou
 # One wrk run against a server. Writes $WORK/<label>.txt (wrk's output) and appends a result line
 # to $WORK/results.tsv: label server rps p99_ms avg_ms server_cpu% wrk_cpu% other_cpu% flags
 run_wrk() {  # label server url
-    local label=$1 server=$2 url=$3 out="$WORK/$1.txt" pids s0 s1 h0 h1 t0 t1 rc=0
+    local label=$1 server=$2 url=$3 out="$WORK/$1.txt" pids s0 s1 o0 o1 t0 t1 rc=0
     pids=$(server_pids "$server")
     s0=$(proc_ticks $pids)
-    h0=$(host_ticks)
+    o0=$(others_ticks)
     t0=$(date +%s.%N)
     # The subshell's `times` reports the CPU of its children, i.e. of wrk alone.
     (
@@ -255,7 +271,7 @@ run_wrk() {  # label server url
     ) || rc=$?
     t1=$(date +%s.%N)
     s1=$(proc_ticks $pids)
-    h1=$(host_ticks)
+    o1=$(others_ticks)
 
     local elapsed rps avg p99 non2xx sockerr wrk_secs wrk_ticks server_ticks other_ticks flags=()
     elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
@@ -272,8 +288,7 @@ run_wrk() {  # label server url
     fi
     wrk_ticks=$(awk -v s="$wrk_secs" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", s * hz }')
     server_ticks=$((s1 - s0))
-    other_ticks=$((h1 - h0 - server_ticks - wrk_ticks))
-    ((other_ticks >= 0)) || other_ticks=0
+    other_ticks=$((o1 - o0))
 
     [[ $rc == 0 ]] || flags+=("wrk exit $rc")
     [[ -n $rps ]] || { rps=NA; flags+=("no Requests/sec in wrk output"); }
@@ -328,7 +343,7 @@ apus_threads=$(awk '/^Threads:/ {print $2}' "/proc/$APUS_PID/status" 2>/dev/null
     echo "- wrk: $wrk_version; nginx: $nginx_version ($CORES workers); apus: $apus_version ($APUS_BIN, built $(date -u -r "$APUS_BIN" '+%Y-%m-%d %H:%M UTC'))"
     echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\`, $RUNS runs each, interleaved, after a $WARMUP warm-up; wrk and both servers share the $CORES cores."
     echo "- Response size (head + body): nginx $(response_bytes "$NGINX_URL") B, apus $(response_bytes "$APUS_URL") B; apus threads after the runs: $apus_threads"
-    echo "- CPU columns are % of one core (max $((CORES * 100))%) over the run; *other* is the rest of the machine (user+system, excluding irq/softirq)."
+    echo "- CPU columns are % of one core (max $((CORES * 100))%) over the run; *other* is every other process on the machine (kernel threads excluded)."
     echo
     echo "| Run | Server | Requests/s | p99 latency (ms) | Avg latency (ms) | Server CPU % | wrk CPU % | Other CPU % | Check |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---|"

@@ -63,7 +63,7 @@ final class HTTPConnection: @unchecked Sendable {
         self.fd = fd
         self.peer = peer
         self.server = server
-        self.queue = DispatchQueue(label: "apus.http.connection", target: server.ioQueue)
+        self.queue = DispatchQueue(label: "apus.http.connection", target: server.ioQueues[id % server.ioQueues.count])
         self.parser = HTTPRequestParser(limits: server.configuration.limits)
         self.lastProgress = .now
     }

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Logging
 import Synchronization
 
@@ -99,8 +100,11 @@ final class HTTPServerState: Sendable {
     let errorResponse: HTTPErrorResponseBuilder
     let logger: Logger
     let statistics: HTTPServerStatistics
-    /// Connection queues target this one; Dispatch spreads them over its worker threads.
-    let ioQueue = DispatchQueue(label: "apus.http.io", attributes: .concurrent)
+    /// One serial queue per core, like an event loop each: a connection's queue targets one of
+    /// them, so connections spread over the cores without more runnable threads than cores.
+    let ioQueues: [DispatchQueue] = (0..<max(1, ProcessInfo.processInfo.activeProcessorCount)).map {
+        DispatchQueue(label: "apus.http.io.\($0)")
+    }
 
     private struct Registry {
         var connections: [Int: HTTPConnection] = [:]

@@ -19,6 +19,8 @@ public final class ApusServer: Sendable {
     public let metrics = ServerMetrics()
     public let lifecycle = ServerLifecycle()
     public let statistics = HTTPServerStatistics()
+    /// Loaded models; routes answer 503 until a model is installed.
+    public let models = ModelRegistry()
     private let logger: Logger
     private let http: HTTPServer
 
@@ -27,7 +29,14 @@ public final class ApusServer: Sendable {
         self.logger = logger
         var routes = HTTPRouter(errorResponse: Self.errorResponse)
         OperationalRoutes.register(
-            on: &routes, lifecycle: lifecycle, metrics: metrics, statistics: statistics, info: Self.info(configuration))
+            on: &routes, lifecycle: lifecycle, metrics: metrics, statistics: statistics, models: models,
+            configuration: configuration)
+        let generate = GenerateRoutes(models: models, lifecycle: lifecycle, maxInputTokens: configuration.maxInputTokens)
+        generate.register(on: &routes)
+        // TGI's and huggingface_hub's clients post to the base URL.
+        routes.onAsync("POST", "/") { request, context in
+            await generate.handle(request, context, mode: .jsonArray)
+        }
         http = HTTPServer(
             configuration: configuration.http,
             responder: RequestInstrumentation(router: routes, metrics: metrics, logger: logger),
@@ -85,7 +94,7 @@ public final class ApusServer: Sendable {
         APIError(status, message).response
     }
 
-    static func info(_ configuration: ServerConfiguration) -> ServerInfo {
+    static func info(_ configuration: ServerConfiguration, models: [ServerInfo.Model]) -> ServerInfo {
         let http = configuration.http
         return ServerInfo(
             name: "apus", version: ApusVersion.string,
@@ -94,7 +103,7 @@ public final class ApusServer: Sendable {
                 maxHeaderCount: http.limits.maxHeaderCount, maxRequestLineBytes: http.limits.maxRequestLineBytes,
                 maxConnections: http.maxConnections, headerReadTimeoutSeconds: http.headerReadTimeout.seconds,
                 idleTimeoutSeconds: http.idleTimeout.seconds, drainTimeoutSeconds: configuration.drainTimeout.seconds),
-            models: [])
+            models: models)
     }
 }
 

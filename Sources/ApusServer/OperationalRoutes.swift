@@ -5,20 +5,21 @@ import Foundation
 enum OperationalRoutes {
     static func register(
         on router: inout HTTPRouter, lifecycle: ServerLifecycle, metrics: ServerMetrics,
-        statistics: HTTPServerStatistics, info: ServerInfo
+        statistics: HTTPServerStatistics, models: ModelRegistry, configuration: ServerConfiguration
     ) {
-        router.onImmediate("GET", "/health") { _, _ in
-            json(.ok, ["status": "ok"])
-        }
+        // Probes hit these often: their bodies are encoded once.
+        let alive = json(.ok, ["status": "ok"])
+        let ready = json(.ok, ["status": "ready"])
+        router.onImmediate("GET", "/health") { _, _ in alive }
         router.onImmediate("GET", "/health/ready") { _, _ in
             let phase = lifecycle.phase
             guard phase == .ready else {
                 return APIError.unavailable("not ready: \(phase)").response
             }
-            return json(.ok, ["status": "ready"])
+            return ready
         }
         router.onImmediate("GET", "/info") { _, _ in
-            json(.ok, info)
+            json(.ok, ApusServer.info(configuration, models: models.loadedModels))
         }
         router.onImmediate("GET", "/metrics") { _, _ in
             metrics.updateState(phase: lifecycle.phase, openConnections: statistics.openConnections)

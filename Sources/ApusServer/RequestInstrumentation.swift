@@ -1,5 +1,6 @@
 import ApusHTTP
 import Logging
+import Synchronization
 
 /// Wraps the router: gives each request an id (echoing a valid `x-request-id`), logs it with that id,
 /// and records its status and duration in the metrics.
@@ -62,10 +63,27 @@ struct RequestInstrumentation: HTTPResponder {
         {
             return given
         }
+        return RequestIDGenerator.shared.next()
+    }
+}
+
+/// Request ids: a random 64-bit prefix per process and a counter, as 32 hex digits. Unique within a
+/// process and unlikely to repeat across processes, without a random-number syscall per request.
+final class RequestIDGenerator: Sendable {
+    static let shared = RequestIDGenerator()
+
+    private let prefix: String
+    private let counter = Atomic<UInt64>(0)
+
+    init() {
         var generator = SystemRandomNumberGenerator()
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        return hex(high) + hex(low)
+        prefix = Self.hex(generator.next())
+    }
+
+    func next() -> String {
+        let n = counter.add(1, ordering: .relaxed).newValue
+        // Spread consecutive counters over all digits so ids do not look sequential in logs.
+        return prefix + Self.hex(n &* 0x9E37_79B9_7F4A_7C15)
     }
 
     private static func hex(_ value: UInt64) -> String {

@@ -2,6 +2,7 @@ import ApusHTTP
 import ApusServer
 import ArgumentParser
 import Logging
+import ApusModels
 
 #if canImport(Glibc)
 import Glibc
@@ -41,6 +42,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds in-flight requests may take to finish after SIGTERM/SIGINT.")
     var drainTimeout = 30.0
 
+    @OptionGroup var model: GenerationModelOptions
+
+    @Option(help: "Longest prompt in tokens accepted without `truncate` (413 past it).")
+    var maxInputTokens = 4096
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
@@ -79,12 +85,26 @@ struct Serve: AsyncParsableCommand {
             headerReadTimeout: .milliseconds(Int(headerTimeout * 1000)),
             idleTimeout: .milliseconds(Int(idleTimeout * 1000)))
         let server = ApusServer(
-            configuration: ServerConfiguration(http: http, drainTimeout: .milliseconds(Int(drainTimeout * 1000))),
+            configuration: ServerConfiguration(
+                http: http, drainTimeout: .milliseconds(Int(drainTimeout * 1000)), maxInputTokens: maxInputTokens),
             logger: logger)
         do {
             try server.start()
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode.failure
+        }
+        // Listen first (readiness answers 503 meanwhile), then load.
+        let started = ContinuousClock.now
+        do {
+            let engine = try model.load()
+            server.models.install(engine)
+            logger.info("model loaded", metadata: [
+                "model": "\(engine.modelID)", "seconds": "\(ContinuousClock.now - started)",
+            ])
+        } catch {
+            logger.critical("cannot load the model", metadata: ["path": "\(model.generationModel)", "error": "\(error)"])
+            await server.shutdown()
             throw ExitCode.failure
         }
         server.markReady()

@@ -1,0 +1,346 @@
+// SIMD decoders for ggml's block layouts (ggml-common.h): each turns 32 consecutive elements of a
+// row into four SIMD8<Float> vectors. The matmul, the row lookup and the BLAS tile dequantiser all
+// go through these, so there is one piece of layout code per format.
+
+/// 32 decoded elements: v0 holds elements 0–7, v1 8–15, v2 16–23, v3 24–31.
+struct Chunk32 {
+    var v0: SIMD8<Float>
+    var v1: SIMD8<Float>
+    var v2: SIMD8<Float>
+    var v3: SIMD8<Float>
+}
+
+/// How an affine dequantisation `q·d + m` is rounded.
+protocol DequantRounding {
+    static func affine(_ q: SIMD8<Float>, _ d: SIMD8<Float>, _ m: SIMD8<Float>) -> SIMD8<Float>
+}
+
+/// `q·d + m` with two roundings, in ggml's order: results match ggml's `dequantize_row_*` bit for
+/// bit. Used by the row lookup and the BLAS path.
+enum ExactRounding: DequantRounding {
+    @inline(__always)
+    static func affine(_ q: SIMD8<Float>, _ d: SIMD8<Float>, _ m: SIMD8<Float>) -> SIMD8<Float> {
+        q * d + m
+    }
+}
+
+/// `fma(q, d, m)`: one rounding (at most as far from the exact value as the two-rounding form),
+/// and one instruction fewer on the FMA ports. Used by the SIMD matmul.
+enum FusedRounding: DequantRounding {
+    @inline(__always)
+    static func affine(_ q: SIMD8<Float>, _ d: SIMD8<Float>, _ m: SIMD8<Float>) -> SIMD8<Float> {
+        m.addingProduct(q, d)
+    }
+}
+
+/// One weight format's block layout. A block holds `chunks` runs of 32 elements; `header` decodes
+/// what the runs of a block share (scales), `chunk` decodes run `j` of the block.
+protocol BlockCodec {
+    associatedtype Header
+    /// Elements per block (32 or 256; plain formats use 32-element "blocks").
+    static var elements: Int { get }
+    /// Bytes per block.
+    static var bytes: Int { get }
+    static func header(_ block: UnsafeRawPointer) -> Header
+    static func chunk<R: DequantRounding>(_ block: UnsafeRawPointer, _ header: Header, _ j: Int, _ rounding: R.Type) -> Chunk32
+    /// Element `index` of a row of a plain format (for rows that are not a multiple of 32 long).
+    static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float
+}
+
+extension BlockCodec {
+    static var chunks: Int { elements / 32 }
+    static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
+        preconditionFailure("quantized rows are whole blocks")
+    }
+}
+
+// MARK: - Loads
+
+@inline(__always)
+func loadHalf(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
+    Float(p.loadUnaligned(fromByteOffset: offset, as: Float16.self))
+}
+
+/// Eight bytes at `offset`, zero-extended to 32-bit lanes (one `vpmovzxbd`).
+@inline(__always)
+func bytes8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Int32> {
+    SIMD8<Int32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt8>.self))
+}
+
+@inline(__always)
+func floats8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Float> {
+    p.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+}
+
+// MARK: - Plain formats
+
+enum F32Codec: BlockCodec {
+    static var elements: Int { 32 }
+    static var bytes: Int { 128 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) {}
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
+        Chunk32(v0: floats8(p, 0), v1: floats8(p, 32), v2: floats8(p, 64), v3: floats8(p, 96))
+    }
+    static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
+        row.loadUnaligned(fromByteOffset: 4 * index, as: Float.self)
+    }
+}
+
+enum F16Codec: BlockCodec {
+    static var elements: Int { 32 }
+    static var bytes: Int { 64 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) {}
+    @inline(__always)
+    static func half8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Float> {
+        SIMD8<Float>(p.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float16>.self))  // vcvtph2ps
+    }
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
+        Chunk32(v0: half8(p, 0), v1: half8(p, 16), v2: half8(p, 32), v3: half8(p, 48))
+    }
+    static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
+        loadHalf(row, 2 * index)
+    }
+}
+
+enum BF16Codec: BlockCodec {
+    static var elements: Int { 32 }
+    static var bytes: Int { 64 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) {}
+    /// bfloat16 is the top half of a float32.
+    @inline(__always)
+    static func bf8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Float> {
+        let h = SIMD8<UInt32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt16>.self))
+        return unsafeBitCast(h &<< 16, to: SIMD8<Float>.self)
+    }
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
+        Chunk32(v0: bf8(p, 0), v1: bf8(p, 16), v2: bf8(p, 32), v3: bf8(p, 48))
+    }
+    static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
+        Float(bitPattern: UInt32(row.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self)) << 16)
+    }
+}
+
+// MARK: - 32-element quants
+
+/// Q8_0: f16 d, 32 × int8 q; x = q·d.
+enum Q8_0Codec: BlockCodec {
+    static var elements: Int { 32 }
+    static var bytes: Int { 34 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) {}
+    @inline(__always)
+    static func s8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Float> {
+        SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: offset, as: SIMD8<Int8>.self)))
+    }
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
+        let d = SIMD8<Float>(repeating: loadHalf(p, 0))
+        return Chunk32(v0: s8(p, 2) * d, v1: s8(p, 10) * d, v2: s8(p, 18) * d, v3: s8(p, 26) * d)
+    }
+}
+
+/// Q4_0: f16 d, 16 bytes; byte i holds element i (low nibble) and i + 16 (high); x = (q − 8)·d.
+enum Q4_0Codec: BlockCodec {
+    static var elements: Int { 32 }
+    static var bytes: Int { 18 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) {}
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
+        let d = SIMD8<Float>(repeating: loadHalf(p, 0))
+        let a = bytes8(p, 2)
+        let b = bytes8(p, 10)
+        let eight = SIMD8<Int32>(repeating: 8)
+        // (q − 8) is exact in Int32, so (q − 8)·d rounds once, exactly as ggml does.
+        return Chunk32(
+            v0: SIMD8<Float>((a & 15) &- eight) * d,
+            v1: SIMD8<Float>((b & 15) &- eight) * d,
+            v2: SIMD8<Float>((a &>> 4) &- eight) * d,
+            v3: SIMD8<Float>((b &>> 4) &- eight) * d)
+    }
+}
+
+/// Q4_1: f16 d, f16 m, 16 bytes of nibbles as Q4_0; x = q·d + m.
+enum Q4_1Codec: BlockCodec {
+    static var elements: Int { 32 }
+    static var bytes: Int { 20 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) {}
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
+        let d = SIMD8<Float>(repeating: loadHalf(p, 0))
+        let m = SIMD8<Float>(repeating: loadHalf(p, 2))
+        let a = bytes8(p, 4)
+        let b = bytes8(p, 12)
+        return Chunk32(
+            v0: R.affine(SIMD8<Float>(a & 15), d, m),
+            v1: R.affine(SIMD8<Float>(b & 15), d, m),
+            v2: R.affine(SIMD8<Float>(a &>> 4), d, m),
+            v3: R.affine(SIMD8<Float>(b &>> 4), d, m))
+    }
+}
+
+// MARK: - K-quants (256-element super-blocks, 8 sub-blocks of 32)
+
+/// Per-sub-block scale d·sc[j] and minimum dmin·m[j] of a Q4_K/Q5_K super-block.
+struct KScales {
+    var scale: SIMD8<Float>
+    var minimum: SIMD8<Float>
+}
+
+/// Unpacks the 12 bytes of 6-bit scales and minimums shared by Q4_K and Q5_K (ggml's
+/// `get_scale_min_k4`) and multiplies them by d and dmin, as ggml does before use.
+@inline(__always)
+func kScales(_ block: UnsafeRawPointer) -> KScales {
+    let d = loadHalf(block, 0)
+    let dmin = loadHalf(block, 2)
+    let s = block + 4
+    var sc = SIMD8<Int32>()
+    var mn = SIMD8<Int32>()
+    for j in 0..<4 {
+        sc[j] = Int32(s.load(fromByteOffset: j, as: UInt8.self) & 63)
+        mn[j] = Int32(s.load(fromByteOffset: j + 4, as: UInt8.self) & 63)
+    }
+    for j in 4..<8 {
+        let low = s.load(fromByteOffset: j + 4, as: UInt8.self)
+        let scaleHigh = s.load(fromByteOffset: j - 4, as: UInt8.self) >> 6
+        let minHigh = s.load(fromByteOffset: j, as: UInt8.self) >> 6
+        sc[j] = Int32((low & 0x0F) | (scaleHigh << 4))
+        mn[j] = Int32((low >> 4) | (minHigh << 4))
+    }
+    return KScales(
+        scale: SIMD8<Float>(repeating: d) * SIMD8<Float>(sc),
+        minimum: SIMD8<Float>(repeating: dmin) * SIMD8<Float>(mn))
+}
+
+/// Q4_K: f16 d, f16 dmin, 12 bytes scales, 128 bytes nibbles. Sub-block j uses bytes
+/// 32·(j/2) ..< 32·(j/2) + 32, low nibbles for even j, high for odd; x = d·sc·q − dmin·m.
+enum Q4_KCodec: BlockCodec {
+    static var elements: Int { 256 }
+    static var bytes: Int { 144 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) -> KScales { kScales(block) }
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int, _: R.Type) -> Chunk32 {
+        let d = SIMD8<Float>(repeating: h.scale[j])
+        let m = SIMD8<Float>(repeating: -h.minimum[j])
+        let q = 16 + 32 * (j >> 1)
+        let shift = Int32(4 * (j & 1))
+        @inline(__always) func nibbles(_ offset: Int) -> SIMD8<Float> {
+            SIMD8<Float>((bytes8(p, q + offset) &>> shift) & 15)
+        }
+        return Chunk32(
+            v0: R.affine(nibbles(0), d, m), v1: R.affine(nibbles(8), d, m),
+            v2: R.affine(nibbles(16), d, m), v3: R.affine(nibbles(24), d, m))
+    }
+}
+
+/// Q5_K: as Q4_K, plus 32 bytes `qh` (offset 16) whose bit j of byte l is the fifth bit of
+/// element l of sub-block j; nibbles at offset 48.
+enum Q5_KCodec: BlockCodec {
+    static var elements: Int { 256 }
+    static var bytes: Int { 176 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) -> KScales { kScales(block) }
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int, _: R.Type) -> Chunk32 {
+        let d = SIMD8<Float>(repeating: h.scale[j])
+        let m = SIMD8<Float>(repeating: -h.minimum[j])
+        let q = 48 + 32 * (j >> 1)
+        let shift = Int32(4 * (j & 1))
+        let bit = Int32(j)
+        @inline(__always) func values(_ offset: Int) -> SIMD8<Float> {
+            let low = (bytes8(p, q + offset) &>> shift) & 15
+            let high = ((bytes8(p, 16 + offset) &>> bit) & 1) &<< 4
+            return SIMD8<Float>(low | high)
+        }
+        return Chunk32(
+            v0: R.affine(values(0), d, m), v1: R.affine(values(8), d, m),
+            v2: R.affine(values(16), d, m), v3: R.affine(values(24), d, m))
+    }
+}
+
+/// Q6_K: 128 bytes `ql`, 64 bytes `qh`, 16 int8 scales, f16 d (at 208). Sub-block j = 4·n + k
+/// (half n, quarter k) takes low (k < 2) or high nibbles of ql[64n + 32(k & 1) + l] and bits 2k,
+/// 2k+1 of qh[32n + l]; scales sc[8n + 2k] for l < 16 and sc[8n + 2k + 1] above;
+/// x = d·sc·(q − 32).
+enum Q6_KCodec: BlockCodec {
+    static var elements: Int { 256 }
+    static var bytes: Int { 210 }
+    @inline(__always) static func header(_ block: UnsafeRawPointer) -> Float { loadHalf(block, 208) }
+    @inline(__always)
+    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ d: Float, _ j: Int, _: R.Type) -> Chunk32 {
+        let n = j >> 2
+        let k = j & 3
+        let ql = 64 * n + 32 * (k & 1)
+        let qh = 128 + 32 * n
+        let nibbleShift = Int32(k >= 2 ? 4 : 0)
+        let highShift = Int32(2 * k)
+        let sc = 192 + 8 * n + 2 * k
+        let s0 = SIMD8<Float>(repeating: d * Float(p.load(fromByteOffset: sc, as: Int8.self)))
+        let s1 = SIMD8<Float>(repeating: d * Float(p.load(fromByteOffset: sc + 1, as: Int8.self)))
+        let bias = SIMD8<Int32>(repeating: 32)
+        @inline(__always) func values(_ offset: Int) -> SIMD8<Float> {
+            let low = (bytes8(p, ql + offset) &>> nibbleShift) & 15
+            let high = ((bytes8(p, qh + offset) &>> highShift) & 3) &<< 4
+            return SIMD8<Float>((low | high) &- bias)
+        }
+        return Chunk32(v0: values(0) * s0, v1: values(8) * s0, v2: values(16) * s1, v3: values(24) * s1)
+    }
+}
+
+// MARK: - Format dispatch
+
+/// Calls `body` with the codec of `format` (a generic entry point is specialised per format).
+protocol CodecVisitor {
+    associatedtype Result
+    func visit<C: BlockCodec>(_ codec: C.Type) -> Result
+}
+
+@inline(__always)
+func withCodec<V: CodecVisitor>(_ format: WeightFormat, _ visitor: V) -> V.Result {
+    switch format {
+    case .f32: return visitor.visit(F32Codec.self)
+    case .f16: return visitor.visit(F16Codec.self)
+    case .bf16: return visitor.visit(BF16Codec.self)
+    case .q8_0: return visitor.visit(Q8_0Codec.self)
+    case .q4_0: return visitor.visit(Q4_0Codec.self)
+    case .q4_1: return visitor.visit(Q4_1Codec.self)
+    case .q4_K: return visitor.visit(Q4_KCodec.self)
+    case .q5_K: return visitor.visit(Q5_KCodec.self)
+    case .q6_K: return visitor.visit(Q6_KCodec.self)
+    }
+}
+
+// MARK: - Row decoding
+
+/// Decodes elements `0..<count` of a row (count a multiple of the block size, or any count for
+/// plain formats) into `output`, rounding as ggml does.
+@inline(__always)
+func decodeRow<C: BlockCodec>(_: C.Type, _ row: UnsafeRawPointer, count: Int, into output: UnsafeMutablePointer<Float>) {
+    let blocks = count / C.elements
+    var p = row
+    var o = UnsafeMutableRawPointer(output)
+    for _ in 0..<blocks {
+        let h = C.header(p)
+        for j in 0..<C.chunks {
+            let c = C.chunk(p, h, j, ExactRounding.self)
+            o.storeBytes(of: c.v0, as: SIMD8<Float>.self)
+            (o + 32).storeBytes(of: c.v1, as: SIMD8<Float>.self)
+            (o + 64).storeBytes(of: c.v2, as: SIMD8<Float>.self)
+            (o + 96).storeBytes(of: c.v3, as: SIMD8<Float>.self)
+            o += 128
+        }
+        p += C.bytes
+    }
+    for i in (blocks * C.elements)..<count {
+        output[i] = C.element(row, i)
+    }
+}
+
+struct RowDecoder: CodecVisitor {
+    let row: UnsafeRawPointer
+    let count: Int
+    let output: UnsafeMutablePointer<Float>
+    func visit<C: BlockCodec>(_ codec: C.Type) {
+        decodeRow(codec, row, count: count, into: output)
+    }
+}

@@ -1,0 +1,280 @@
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A fixed set of worker threads for data-parallel kernels.
+///
+/// A decode step calls ``parallelFor(count:granularity:_:)`` a couple of hundred times per token,
+/// so a dispatch must cost microseconds, not the tens of microseconds of waking sleeping threads:
+/// after a job, workers spin on an atomic generation counter for ``spinMicroseconds`` before they
+/// park on a condition variable. The calling thread runs the first share of every job itself, so a
+/// pool of `threads` runs `threads - 1` extra threads, and `threads == 1` runs everything inline.
+///
+/// Dispatches are serialised: concurrent callers take turns (a lock). Calls must not be nested
+/// (a `parallelFor` body must not call `parallelFor` on the same pool).
+public final class ThreadPool: Sendable {
+    /// Number of threads that run a job, the caller included.
+    public let threads: Int
+    /// How long an idle worker spins before it parks.
+    public let spinMicroseconds: Int
+
+    private let state: PoolState
+    private let callerLock = Mutex<Void>(())
+
+    /// One thread per online CPU.
+    public static var defaultThreadCount: Int {
+        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    }
+
+    /// Starts `threads - 1` worker threads.
+    ///
+    /// - Parameters:
+    ///   - threads: threads per job, the caller included; 1 runs every job inline.
+    ///   - spinMicroseconds: how long idle workers busy-wait for the next job before parking.
+    ///     Spinning keeps the dispatch cost near a microsecond between the back-to-back jobs of a
+    ///     decode step; parking frees the CPU between requests.
+    public init(threads: Int = ThreadPool.defaultThreadCount, spinMicroseconds: Int = 200) {
+        precondition(threads >= 1, "a thread pool needs at least one thread")
+        self.threads = threads
+        self.spinMicroseconds = max(0, spinMicroseconds)
+        self.state = PoolState(workers: threads - 1, threads: threads, spinNanoseconds: UInt64(self.spinMicroseconds) * 1000)
+        for worker in 1..<threads {
+            state.start(worker: worker)
+        }
+    }
+
+    deinit {
+        state.shutdown()
+    }
+
+    /// Splits `0..<count` into at most ``threads`` contiguous ranges and runs `body` on each,
+    /// concurrently, returning when all have finished.
+    ///
+    /// The split is static: worker `w` (0 is the calling thread) gets the `w`-th of `parts`
+    /// near-equal ranges whose bounds are multiples of `granularity` (except `count`). Fewer
+    /// parts than threads are used when `count` has fewer than `threads` granules; a single part
+    /// runs inline on the caller.
+    ///
+    /// `body` runs on several threads at once: it must only write state that its range owns.
+    /// - Parameters:
+    ///   - count: the number of items.
+    ///   - granularity: range bounds are multiples of this (e.g. a tile size).
+    ///   - body: called with a non-empty range and the worker index (`0..<threads`), usable to
+    ///     pick per-thread scratch (``scratch(worker:count:)``).
+    public func parallelFor(count: Int, granularity: Int = 1, _ body: (_ range: Range<Int>, _ worker: Int) -> Void) {
+        precondition(count >= 0 && granularity >= 1)
+        if count == 0 { return }
+        let units = (count + granularity - 1) / granularity
+        let parts = min(threads, units)
+        callerLock.withLock { _ in
+            if parts == 1 {
+                body(0..<count, 0)
+                return
+            }
+            withoutActuallyEscaping(body) { escapable in
+                state.run(body: escapable, count: count, granularity: granularity, parts: parts)
+            }
+        }
+    }
+
+    /// Per-worker scratch memory of at least `count` floats, 64-byte aligned, reused across
+    /// calls (it grows, never shrinks). Call it only from a ``parallelFor(count:granularity:_:)``
+    /// body, with that body's worker index: the buffer is owned by that worker for the duration
+    /// of the job, and its contents are not preserved across calls.
+    public func scratch(worker: Int, count: Int) -> UnsafeMutablePointer<Float> {
+        state.scratch(worker: worker, count: count)
+    }
+}
+
+/// The job protocol between the caller and the workers.
+///
+/// The caller publishes a job (closure and split) in plain stored properties, sets `remaining` to
+/// the number of workers and bumps `generation` (sequentially consistent). A worker that sees a
+/// new generation runs its share and decrements `remaining` (release); the caller waits for zero
+/// (acquire) before it clears the job. Parking uses the Dekker pattern on (`generation`,
+/// `parked`): a worker increments `parked` under the mutex before re-checking `generation`, and
+/// the caller reads `parked` after bumping `generation`, so at least one of them sees the other
+/// and no wake-up is lost.
+///
+/// `@unchecked Sendable`: the job fields are written only by the caller, under the pool's caller
+/// lock, while every worker is idle, and read by workers only between the generation bump and their
+/// decrement of `remaining`; scratch buffer `w` is touched only by the thread running worker `w`.
+private final class PoolState: @unchecked Sendable {
+    let workers: Int
+    let threads: Int
+    let spinNanoseconds: UInt64
+
+    let generation = Atomic<Int>(0)
+    let remaining = Atomic<Int>(0)
+    let parked = Atomic<Int>(0)
+    let stopping = Atomic<Bool>(false)
+    let exited = Atomic<Int>(0)
+
+    var body: ((Range<Int>, Int) -> Void)?
+    var count = 0
+    var granularity = 1
+    var parts = 1
+
+    let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    let condition: UnsafeMutablePointer<pthread_cond_t>
+
+    var scratchBuffers: UnsafeMutablePointer<(pointer: UnsafeMutableRawPointer?, floats: Int)>
+
+    init(workers: Int, threads: Int, spinNanoseconds: UInt64) {
+        self.workers = workers
+        self.threads = threads
+        self.spinNanoseconds = spinNanoseconds
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        condition = .allocate(capacity: 1)
+        pthread_cond_init(condition, nil)
+        scratchBuffers = .allocate(capacity: threads)
+        scratchBuffers.initialize(repeating: (nil, 0), count: threads)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        pthread_cond_destroy(condition)
+        condition.deallocate()
+        for w in 0..<threads {
+            scratchBuffers[w].pointer?.deallocate()
+        }
+        scratchBuffers.deallocate()
+    }
+
+    func start(worker: Int) {
+        let context = Unmanaged.passRetained(WorkerContext(state: self, index: worker)).toOpaque()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        var thread = pthread_t()
+        let result = pthread_create(&thread, &attributes, { raw in
+            let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+            context.state.workerLoop(index: context.index)
+            return nil
+        }, context)
+        precondition(result == 0, "pthread_create failed (\(result))")
+    }
+
+    /// Stops the workers. They hold a reference to this state, so it outlives them.
+    func shutdown() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Runs a job with `parts >= 2` on the caller (part 0) and the workers; returns when all are done.
+    func run(body: @escaping (Range<Int>, Int) -> Void, count: Int, granularity: Int, parts: Int) {
+        self.body = body
+        self.count = count
+        self.granularity = granularity
+        self.parts = parts
+        remaining.store(workers, ordering: .relaxed)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        if parked.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(mutex)
+            pthread_cond_broadcast(condition)
+            pthread_mutex_unlock(mutex)
+        }
+        runShare(worker: 0)
+        var spins = 0
+        while remaining.load(ordering: .acquiring) != 0 {
+            spins &+= 1
+            // A worker that lost its CPU (to another process) would make a pure spin burn the
+            // caller's time slice too: yield after a while.
+            if spins > 20_000 { sched_yield() }
+        }
+        self.body = nil
+    }
+
+    /// Runs worker `worker`'s share of the current job. Not inlined so that the worker's copy of
+    /// the closure is released before it reports completion (the caller's
+    /// `withoutActuallyEscaping` checks that nothing kept it).
+    @inline(never)
+    func runShare(worker: Int) {
+        guard worker < parts, let body else { return }
+        let units = (count + granularity - 1) / granularity
+        let lower = min(count, (units * worker / parts) * granularity)
+        let upper = min(count, (units * (worker + 1) / parts) * granularity)
+        if lower < upper {
+            body(lower..<upper, worker)
+        }
+    }
+
+    func workerLoop(index: Int) {
+        var seen = generation.load(ordering: .acquiring)
+        while true {
+            var current = generation.load(ordering: .acquiring)
+            if current == seen {
+                current = waitForGeneration(after: seen)
+            }
+            seen = current
+            if stopping.load(ordering: .acquiring) { break }
+            runShare(worker: index)
+            remaining.subtract(1, ordering: .releasing)
+        }
+        exited.add(1, ordering: .relaxed)
+    }
+
+    /// Spins for up to `spinNanoseconds`, then parks until the generation moves past `seen`.
+    private func waitForGeneration(after seen: Int) -> Int {
+        let start = monotonicNanoseconds()
+        var spins = 0
+        while true {
+            let current = generation.load(ordering: .acquiring)
+            if current != seen { return current }
+            spins &+= 1
+            if spins & 255 == 0, monotonicNanoseconds() &- start > spinNanoseconds { break }
+        }
+        pthread_mutex_lock(mutex)
+        parked.add(1, ordering: .sequentiallyConsistent)
+        var current = generation.load(ordering: .sequentiallyConsistent)
+        while current == seen {
+            pthread_cond_wait(condition, mutex)
+            current = generation.load(ordering: .sequentiallyConsistent)
+        }
+        parked.subtract(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_unlock(mutex)
+        return current
+    }
+
+    func scratch(worker: Int, count: Int) -> UnsafeMutablePointer<Float> {
+        precondition(worker >= 0 && worker < threads, "worker index \(worker) out of range")
+        let entry = scratchBuffers[worker]
+        if let pointer = entry.pointer, entry.floats >= count {
+            return pointer.assumingMemoryBound(to: Float.self)
+        }
+        entry.pointer?.deallocate()
+        // Round up so that slowly growing requests do not reallocate every time.
+        let floats = max(count, entry.floats * 2, 1024)
+        let pointer = UnsafeMutableRawPointer.allocate(byteCount: floats * MemoryLayout<Float>.stride, alignment: 64)
+        scratchBuffers[worker] = (pointer, floats)
+        return pointer.bindMemory(to: Float.self, capacity: floats)
+    }
+}
+
+private final class WorkerContext {
+    let state: PoolState
+    let index: Int
+    init(state: PoolState, index: Int) {
+        self.state = state
+        self.index = index
+    }
+}
+
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+}

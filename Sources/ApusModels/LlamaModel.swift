@@ -1,0 +1,255 @@
+import ApusAttention
+import ApusFormats
+import ApusKernels
+
+/// One sequence's part of a forward pass: its new tokens (appended after what its cache holds)
+/// and which of their rows need logits.
+public struct ForwardEntry {
+    public enum Logits: Sendable, Equatable {
+        case none
+        /// The last token's row only (prefill before sampling, decode).
+        case last
+        /// Every row (prompt log-probabilities).
+        case all
+    }
+
+    public var cache: SequenceKVCache
+    public var tokens: ArraySlice<Int32>
+    public var logits: Logits
+
+    public init(cache: SequenceKVCache, tokens: ArraySlice<Int32>, logits: Logits) {
+        self.cache = cache
+        self.tokens = tokens
+        self.logits = logits
+    }
+
+    var logitRowCount: Int {
+        switch logits {
+        case .none: return 0
+        case .last: return tokens.isEmpty ? 0 : 1
+        case .all: return tokens.count
+        }
+    }
+}
+
+/// A Llama-family decoder over memory-mapped GGUF weights: embeddings, RMSNorm, RoPE, grouped-query
+/// attention (flash-style tiles over the block-table KV cache), SwiGLU FFN, tied or separate head.
+///
+/// `forward` runs one step for a batch of sequences: every weight matrix is read once for all the
+/// step's tokens (matmul with M = tokens in the step); attention runs per sequence over its own cache.
+/// Not thread-safe: a model is driven by one worker thread (its kernels use the thread pool).
+public final class LlamaModel: @unchecked Sendable {
+    public let configuration: LlamaConfiguration
+    public let file: GGUFFile
+    private let pool: ThreadPool
+    private let layers: [Layer]
+    private let tokenEmbedding: WeightMatrix
+    private let outputHead: WeightMatrix
+    private let outputNorm: UnsafePointer<Float>
+    private let rope: RoPE
+    private let attentionWorkspace = AttentionWorkspace()
+    private var scratch = Scratch()
+
+    struct Layer {
+        var attentionNorm: UnsafePointer<Float>
+        var query: WeightMatrix
+        var key: WeightMatrix
+        var value: WeightMatrix
+        var output: WeightMatrix
+        var ffnNorm: UnsafePointer<Float>
+        var gate: WeightMatrix
+        var up: WeightMatrix
+        var down: WeightMatrix
+    }
+
+    /// Loads the model from a GGUF file (weights stay memory-mapped).
+    public init(file: GGUFFile, pool: ThreadPool) throws {
+        let config = try LlamaConfiguration(gguf: file)
+        self.configuration = config
+        self.file = file
+        self.pool = pool
+        let d = config.embeddingLength
+
+        func matrix(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
+            guard let t = file.tensorIfPresent(named: name) else { throw ModelLoadError.missingTensor(name) }
+            guard t.dimensions == [cols, rows] else {
+                throw ModelLoadError.badTensorShape(name: name, expected: [cols, rows], found: t.dimensions)
+            }
+            guard let format = WeightFormat(ggmlType: t.type.rawValue) else {
+                throw ModelLoadError.unsupportedWeightType(name: name, type: "\(t.type)")
+            }
+            guard let base = t.data.baseAddress else { throw ModelLoadError.missingTensor(name) }
+            return WeightMatrix(format: format, rows: rows, cols: cols, data: base)
+        }
+        func vector(_ name: String, count: Int) throws -> UnsafePointer<Float> {
+            guard let t = file.tensorIfPresent(named: name) else { throw ModelLoadError.missingTensor(name) }
+            guard t.type == .f32, t.elementCount == count, let base = t.data.baseAddress else {
+                throw ModelLoadError.badTensorShape(name: name, expected: [count], found: t.dimensions)
+            }
+            return base.assumingMemoryBound(to: Float.self)
+        }
+
+        let qWidth = config.headCount * config.headDim
+        layers = try (0..<config.layerCount).map { i in
+            Layer(
+                attentionNorm: try vector("blk.\(i).attn_norm.weight", count: d),
+                query: try matrix("blk.\(i).attn_q.weight", rows: qWidth, cols: d),
+                key: try matrix("blk.\(i).attn_k.weight", rows: config.kvWidth, cols: d),
+                value: try matrix("blk.\(i).attn_v.weight", rows: config.kvWidth, cols: d),
+                output: try matrix("blk.\(i).attn_output.weight", rows: d, cols: qWidth),
+                ffnNorm: try vector("blk.\(i).ffn_norm.weight", count: d),
+                gate: try matrix("blk.\(i).ffn_gate.weight", rows: config.feedForwardLength, cols: d),
+                up: try matrix("blk.\(i).ffn_up.weight", rows: config.feedForwardLength, cols: d),
+                down: try matrix("blk.\(i).ffn_down.weight", rows: d, cols: config.feedForwardLength))
+        }
+        tokenEmbedding = try matrix("token_embd.weight", rows: config.vocabularySize, cols: d)
+        outputHead =
+            file.tensorIfPresent(named: "output.weight") != nil
+            ? try matrix("output.weight", rows: config.vocabularySize, cols: d) : tokenEmbedding
+        outputNorm = try vector("output_norm.weight", count: d)
+        rope = RoPE(headDim: config.headDim, ropeDims: config.ropeDims, theta: config.ropeTheta, style: config.ropeStyle)
+    }
+
+    /// A new, empty cache for one sequence.
+    public func makeCache() -> SequenceKVCache {
+        SequenceKVCache(layerCount: configuration.layerCount, kvWidth: configuration.kvWidth)
+    }
+
+    /// Runs the batch's tokens through the model, appends their K/V to each cache, and returns the
+    /// logits rows asked for, entry by entry in order (`[rows][vocabularySize]`).
+    public func forward(_ batch: [ForwardEntry]) -> [Float] {
+        let c = configuration
+        let d = c.embeddingLength
+        let qWidth = c.headCount * c.headDim
+        let kvWidth = c.kvWidth
+        let ff = c.feedForwardLength
+        let m = batch.reduce(0) { $0 + $1.tokens.count }
+        guard m > 0 else { return [] }
+        precondition(batch.allSatisfy { $0.cache.length + $0.tokens.count <= c.contextLength }, "sequence past the context length")
+
+        scratch.reserve(tokens: m, d: d, q: qWidth, kv: kvWidth, ff: ff, ropeTable: rope.tableCount)
+        let x = scratch.x, xn = scratch.xn, q = scratch.q, k = scratch.k, v = scratch.v
+        let attn = scratch.attention, gate = scratch.gate, up = scratch.up, tables = scratch.ropeTables
+
+        // Embeddings and one RoPE table per token.
+        var row = 0
+        for entry in batch {
+            entry.cache.reserve(adding: entry.tokens.count)
+            for (i, token) in entry.tokens.enumerated() {
+                let id = min(max(Int(token), 0), c.vocabularySize - 1)
+                dequantizeRow(tokenEmbedding, row: id, into: x + row * d)
+                rope.fillTable(position: entry.cache.length + i, into: tables + row * rope.tableCount)
+                row += 1
+            }
+        }
+
+        let parallel: AttentionParallelFor = { [pool] count, body in
+            pool.parallelFor(count: count) { range, _ in body(range) }
+        }
+        for (layerIndex, layer) in layers.enumerated() {
+            rmsNorm(x, weight: layer.attentionNorm, epsilon: c.rmsEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
+            matmul(layer.query, input: xn, inputStride: d, output: q, outputStride: qWidth, tokens: m, pool: pool)
+            matmul(layer.key, input: xn, inputStride: d, output: k, outputStride: kvWidth, tokens: m, pool: pool)
+            matmul(layer.value, input: xn, inputStride: d, output: v, outputStride: kvWidth, tokens: m, pool: pool)
+            for r in 0..<m {
+                let table = UnsafePointer(tables + r * rope.tableCount)
+                rope.apply(q + r * qWidth, headCount: c.headCount, table: table)
+                rope.apply(k + r * kvWidth, headCount: c.kvHeadCount, table: table)
+            }
+
+            // Store K/V, then attend, sequence by sequence.
+            row = 0
+            for entry in batch {
+                let cache = entry.cache
+                let start = cache.length
+                let n = entry.tokens.count
+                for i in 0..<n {
+                    cache.slot(layer: layerIndex, position: start + i, value: false).update(from: k + (row + i) * kvWidth, count: kvWidth)
+                    cache.slot(layer: layerIndex, position: start + i, value: true).update(from: v + (row + i) * kvWidth, count: kvWidth)
+                }
+                cache.keyPointers[layerIndex].withUnsafeBufferPointer { keys in
+                    cache.valuePointers[layerIndex].withUnsafeBufferPointer { values in
+                        let table = KVBlockTable(
+                            keyBlocks: keys, valueBlocks: values, blockSize: cache.blockSize, length: start + n,
+                            kvHeads: c.kvHeadCount, headDim: c.headDim)
+                        let tiling: AttentionTiling =
+                            n == 1
+                            ? .decode(cacheLength: start + n, kvHeads: c.kvHeadCount, threads: pool.threads)
+                            : AttentionTiling()
+                        FlashAttention.causal(
+                            queries: UnsafeBufferPointer(start: q + row * qWidth, count: n * qWidth), queryCount: n,
+                            heads: c.headCount, startPosition: start, cache: table,
+                            output: UnsafeMutableBufferPointer(start: attn + row * qWidth, count: n * qWidth),
+                            tiling: tiling, workspace: attentionWorkspace, parallelFor: parallel)
+                    }
+                }
+                row += n
+            }
+            matmul(layer.output, input: attn, inputStride: qWidth, output: xn, outputStride: d, tokens: m, pool: pool)
+            add(xn, into: x, count: m * d)
+
+            rmsNorm(x, weight: layer.ffnNorm, epsilon: c.rmsEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
+            matmul(layer.gate, input: xn, inputStride: d, output: gate, outputStride: ff, tokens: m, pool: pool)
+            matmul(layer.up, input: xn, inputStride: d, output: up, outputStride: ff, tokens: m, pool: pool)
+            swiglu(gate: gate, up: up, output: gate, count: m * ff)
+            matmul(layer.down, input: gate, inputStride: ff, output: xn, outputStride: d, tokens: m, pool: pool)
+            add(xn, into: x, count: m * d)
+        }
+        for entry in batch { entry.cache.advance(by: entry.tokens.count) }
+
+        // Final norm and head, only for the rows that need logits.
+        let logitRows = batch.reduce(0) { $0 + $1.logitRowCount }
+        guard logitRows > 0 else { return [] }
+        row = 0
+        var gathered = 0
+        for entry in batch {
+            let n = entry.tokens.count
+            let first: Int
+            switch entry.logits {
+            case .none: first = n
+            case .last: first = n - 1
+            case .all: first = 0
+            }
+            for i in first..<n {
+                rmsNorm(x + (row + i) * d, weight: outputNorm, epsilon: c.rmsEpsilon, count: d, output: xn + gathered * d)
+                gathered += 1
+            }
+            row += n
+        }
+        var logits = [Float](repeating: 0, count: logitRows * c.vocabularySize)
+        logits.withUnsafeMutableBufferPointer { out in
+            guard let base = out.baseAddress else { return }
+            matmul(outputHead, input: xn, inputStride: d, output: base, outputStride: c.vocabularySize, tokens: logitRows, pool: pool)
+        }
+        return logits
+    }
+}
+
+/// Activation buffers of a forward pass, grown to the largest step seen and reused.
+private struct Scratch {
+    var capacity = 0
+    var x = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var xn = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var q = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var k = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var v = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var attention = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var gate = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var up = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    var ropeTables = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+
+    mutating func reserve(tokens m: Int, d: Int, q qWidth: Int, kv: Int, ff: Int, ropeTable: Int) {
+        guard m > capacity else { return }
+        for p in [x, xn, q, k, v, attention, gate, up, ropeTables] { p.deallocate() }
+        x = .allocate(capacity: m * d)
+        xn = .allocate(capacity: m * max(d, qWidth))
+        q = .allocate(capacity: m * qWidth)
+        k = .allocate(capacity: m * kv)
+        v = .allocate(capacity: m * kv)
+        attention = .allocate(capacity: m * qWidth)
+        gate = .allocate(capacity: m * ff)
+        up = .allocate(capacity: m * ff)
+        ropeTables = .allocate(capacity: m * ropeTable)
+        capacity = m
+    }
+}
