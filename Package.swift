@@ -75,6 +75,10 @@ let package = Package(
             ],
             swiftSettings: apusSwiftSettings),
 
+        // Helpers shared by the test suites (a raw TCP client for exact bytes on the wire).
+        .target(
+            name: "ApusTestSupport",
+            path: "Tests/ApusTestSupport"),
         .testTarget(
             name: "SystemLibrariesTests",
             dependencies: ["COpenBLAS", "CNGHTTP2", "COpenSSL"]),
@@ -97,12 +101,14 @@ let package = Package(
             name: "ApusHTTPTests",
             dependencies: [
                 "ApusHTTP",
+                "ApusTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]),
         .testTarget(
             name: "ApusServerTests",
             dependencies: [
                 "ApusServer",
+                "ApusTestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),

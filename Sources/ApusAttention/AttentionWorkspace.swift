@@ -5,9 +5,9 @@ import Synchronization
 /// Runs `body` over a partition of `0..<count` into ranges and returns when all have run.
 ///
 /// The ranges must cover `0..<count` exactly once; they may run concurrently on other threads
-/// (the caller's thread pool). `body` writes disjoint outputs and takes its own scratch, so any
-/// partition is correct and the result does not depend on it.
-public typealias AttentionParallelFor = (_ count: Int, _ body: (Range<Int>) -> Void) -> Void
+/// (the caller's thread pool), hence `@Sendable`. `body` writes disjoint outputs and takes its
+/// own scratch, so any partition is correct and the result does not depend on it.
+public typealias AttentionParallelFor = (_ count: Int, _ body: @Sendable (Range<Int>) -> Void) -> Void
 
 /// Scratch memory for attention calls, reused from call to call.
 ///

@@ -49,7 +49,7 @@ public struct AttentionTiling: Sendable, Equatable {
 /// `parallelFor`, each with its own scratch from `workspace`.
 public enum FlashAttention {
     /// Runs every range on the calling thread.
-    public static func serial(_ count: Int, _ body: (Range<Int>) -> Void) {
+    public static func serial(_ count: Int, _ body: @Sendable (Range<Int>) -> Void) {
         if count > 0 { body(0..<count) }
     }
 

@@ -1,5 +1,13 @@
 // ApusAttention: causal sigmoid attention in the FlashSigmoid manner (no row statistics).
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// Causal sigmoid attention, `O_i = Σ_{j ≤ startPosition+i} σ(scale · q_i·k_j + b) · v_j`,
 /// with the same inputs, tiling and work items as ``FlashAttention``.
 ///
@@ -14,7 +22,7 @@ public enum SigmoidAttention {
     ///   - startPosition: position of the first query; `startPosition + queryCount ≤ cache.length`.
     ///   - cache: keys and values of this layer and sequence; `headDim` a multiple of 8.
     ///   - output: `[queryCount][heads][cache.headDim]` floats, overwritten.
-    ///   - bias: the constant `b` added to every scaled logit (e.g. `−ln 4096`).
+    ///   - bias: the constant `b` added to every scaled logit (e.g. `−ln 4096`), |b| < 80.
     ///   - scale: logit scale, > 0; `nil` means `1 / sqrt(headDim)`.
     ///   - tiling: tile sizes and key splits.
     ///   - workspace: reusable scratch; not shared with a concurrent call.
@@ -32,11 +40,12 @@ public enum SigmoidAttention {
         workspace: AttentionWorkspace,
         parallelFor: AttentionParallelFor = FlashAttention.serial
     ) {
-        precondition(bias.isFinite, "bias must be finite")
+        precondition(abs(bias) < 80, "sigmoid bias \(bias) is outside (−80, 80)")
         if let scale { precondition(scale > 0 && scale.isFinite, "scale must be positive") }
+        let kind = AttentionKind.sigmoid(expNegBias: Float(exp(-Double(bias))))
         TiledAttention(
             queries: queries, queryCount: queryCount, heads: heads, startPosition: startPosition,
-            cache: cache, output: output, scale: scale, kind: .sigmoid(bias: bias), tiling: tiling
+            cache: cache, output: output, scale: scale, kind: kind, tiling: tiling
         ).run(workspace: workspace, parallelFor: parallelFor)
     }
 }

@@ -10,11 +10,15 @@
 /// What turns scores into weights.
 enum AttentionKind {
     case softmax
-    case sigmoid(bias: Float)
+    /// σ(scale·s + b), carried as e^(−b) (see `sigmoid8`).
+    case sigmoid(expNegBias: Float)
 }
 
 /// One attention call, validated; pointers are borrowed for the call.
-struct TiledAttention {
+///
+/// `@unchecked Sendable`: work items run on the caller's threads; they only read the inputs and
+/// write disjoint rows of `output` (or disjoint partial records), each with its own scratch.
+struct TiledAttention: @unchecked Sendable {
     let queries: UnsafePointer<Float>
     let output: UnsafeMutablePointer<Float>
     let queryCount: Int
@@ -88,14 +92,15 @@ struct TiledAttention {
         workspace.begin()
         defer { workspace.end() }
         let items = queryTiles * kvHeads * keySplits
-        let partials: UnsafeMutablePointer<Float>? =
-            keySplits > 1 ? workspace.partialBuffer(count: items * maxRows * partialStride) : nil
+        let partials = PartialRecords(
+            base: keySplits > 1
+                ? workspace.partialBuffer(count: items * maxRows * partialStride) : nil)
         parallelFor(items) { range in
             let scratch = workspace.acquire()
-            for item in range { process(item: item, scratch: scratch, partials: partials) }
+            for item in range { process(item: item, scratch: scratch, partials: partials.base) }
             workspace.release(scratch)
         }
-        if let partials { merge(partials) }
+        if let base = partials.base { merge(base) }
     }
 
     /// Item order: the most expensive query tiles (last, they see the most keys) first.
@@ -240,12 +245,12 @@ struct TiledAttention {
                     alpha[r] = a
                     rowSum[r] = rowSum[r] * a + (sum0 + sum1).sum()
                     rowMax[r] = mNew
-                case .sigmoid(let bias):
-                    let vbias = SIMD8<Float>(repeating: bias)
+                case .sigmoid(let expNegBias):
+                    let factor = SIMD8<Float>(repeating: expNegBias)
                     let vscale = SIMD8<Float>(repeating: scale)
                     var j = 0
                     while j < width {
-                        store8(sigmoid8(vbias.addingProduct(load8(s + j), vscale)), s + j)
+                        store8(sigmoid8(load8(s + j) * vscale, expNegBias: factor), s + j)
                         j += 8
                     }
                     for j in c..<width { s[j] = 0 }
@@ -352,6 +357,11 @@ struct TiledAttention {
             }
         }
     }
+}
+
+/// Split-KV partial records, each written by exactly one work item.
+private struct PartialRecords: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Float>?
 }
 
 // MARK: - Micro-kernels

@@ -279,7 +279,8 @@ public struct HTTPRequestParser: Sendable {
                     if t.caseInsensitiveEquals("keep-alive") { connectionKeepAlive = true }
                 }
             } else if name.caseInsensitiveEquals("expect") {
-                expectation = value
+                // Every expectation must be one we meet, whatever order they come in.
+                if expectation == nil || !value.caseInsensitiveEquals("100-continue") { expectation = value }
             }
             headers.add(name: name, value: value)
         }
@@ -430,6 +431,8 @@ public struct HTTPRequestParser: Sendable {
             return .needMoreData
         }
         guard i > readIndex, buffer[i - 1] == .cr else { return .failure(.bareLineEnding) }
+        // The same limit whether the line arrived in one read or several.
+        if i - readIndex > Self.maxChunkLineBytes { return .failure(.malformedChunk("chunk line too long")) }
         let lineEnd = i - 1
         var j = readIndex
         var size = 0

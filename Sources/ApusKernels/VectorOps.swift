@@ -39,11 +39,13 @@ func horizontalMax(_ v: SIMD8<Float>) -> Float {
 }
 
 /// e^x for 8 lanes (Cephes `expf`: range reduction by ln 2 in two parts, degree-5 polynomial
-/// on [−ln2/2, ln2/2]); within 2 ulp of e^x for x in [−87.3, 88]; 0 below, e^88 above.
+/// on [−ln2/2, ln2/2]), within 2 ulp over the whole float range: the power of two is applied in
+/// two halves, so results overflow to +inf and underflow through subnormals to 0 as they should.
 @inline(__always)
 func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let upper = SIMD8<Float>(repeating: 88.0)
-    let lower = SIMD8<Float>(repeating: -87.33)
+    let upper = SIMD8<Float>(repeating: 89)
+    let lower = SIMD8<Float>(repeating: -104)
+    // The comparisons are false for NaN, which therefore passes through to the result.
     let clamped = x.replacing(with: upper, where: x .> upper).replacing(with: lower, where: x .< lower)
     // n = round(x / ln 2) through the 1.5·2^23 trick: the fused add rounds x·log2(e) to an
     // integer held in the low mantissa bits (no float→int conversion needed).
@@ -59,9 +61,12 @@ func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
     p = SIMD8<Float>(repeating: 1.666_666_55e-1).addingProduct(p, r)
     p = SIMD8<Float>(repeating: 5.000_000_12e-1).addingProduct(p, r)
     let e = r.addingProduct(p, r * r) + 1
-    let bits = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
-    let scale = unsafeBitCast((bits &+ 127) &<< 23, to: SIMD8<Float>.self)
-    return (e * scale).replacing(with: 0, where: x .< lower)
+    let k = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
+    let half = k &>> 1
+    let bias = SIMD8<Int32>(repeating: 127)
+    let scale1 = unsafeBitCast((half &+ bias) &<< 23, to: SIMD8<Float>.self)
+    let scale2 = unsafeBitCast((k &- half &+ bias) &<< 23, to: SIMD8<Float>.self)
+    return e * scale1 * scale2
 }
 
 /// e^x of one float, through the same polynomial (for tails).

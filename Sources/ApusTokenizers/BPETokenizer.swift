@@ -24,6 +24,9 @@ public final class BPETokenizer: Tokenizer {
     public let endOfGenerationIDs: Set<Int32>
     /// Per-token attributes after llama.cpp's fix-ups (e.g. `<|im_end|>` is always control).
     public let attributes: [TokenAttributes]
+    /// Ids of special roles (end of turn, fill-in-the-middle markers), given in the GGUF or found
+    /// by their usual texts.
+    public let specialTokenIDs: [SpecialTokenRole: Int32]
 
     /// Vocabulary text of each token (as stored, i.e. in the byte-level alphabet).
     private let tokenTexts: [String]
@@ -35,8 +38,6 @@ public final class BPETokenizer: Tokenizer {
     /// For symbols past the vocabulary: the tokens llama.cpp emits for them (one per byte of the
     /// symbol's text that is a one-byte token).
     private let fallbackTokens: [[Int32]]
-    /// Token id of each one-byte vocabulary text, or -1.
-    private let singleByteTokens: [Int32]
     /// Special tokens in the order llama.cpp matches them (longest text first).
     private let specialTokens: [(id: Int32, text: [UInt8], isControlOrUnknown: Bool)]
     /// Decoded bytes of every token with `special: true`, and where each starts.
@@ -50,6 +51,31 @@ public final class BPETokenizer: Tokenizer {
     ///   ``TokenizerError/unsupportedPreTokenizer(_:)`` for a `tokenizer.ggml.pre` Apus does not
     ///   implement, ``TokenizerError/invalidMetadata(_:)`` when keys are missing or malformed.
     public convenience init(gguf: GGUFFile) throws {
+        let parts: Parts
+        do {
+            parts = try Self.readParts(gguf)
+        } catch let error as GGUFError {
+            throw TokenizerError.invalidMetadata("\(error)")
+        }
+        try self.init(
+            tokens: parts.tokens, merges: parts.merges, tokenTypes: parts.types,
+            preTokenizer: parts.pre, bosTokenID: parts.bos, eosTokenID: parts.eos,
+            addBOS: parts.addBOS, addEOS: parts.addEOS, specialTokenIDs: parts.roles)
+    }
+
+    private struct Parts {
+        var tokens: [String]
+        var merges: [String]
+        var types: [Int]?
+        var pre: PreTokenizer
+        var bos: Int32?
+        var eos: Int32?
+        var addBOS: Bool
+        var addEOS: Bool
+        var roles: [SpecialTokenRole: Int32]
+    }
+
+    private static func readParts(_ gguf: GGUFFile) throws -> Parts {
         guard let model = gguf.metadata["tokenizer.ggml.model"]?.stringValue else {
             throw TokenizerError.invalidMetadata("tokenizer.ggml.model is missing")
         }
@@ -58,14 +84,8 @@ public final class BPETokenizer: Tokenizer {
         guard let pre = PreTokenizer.named(preName) else {
             throw TokenizerError.unsupportedPreTokenizer(preName)
         }
-        let tokens: [String]
-        let merges: [String]
-        do {
-            tokens = try gguf.stringArray("tokenizer.ggml.tokens")
-            merges = try gguf.stringArray("tokenizer.ggml.merges")
-        } catch {
-            throw TokenizerError.invalidMetadata("\(error)")
-        }
+        let tokens = try gguf.stringArray("tokenizer.ggml.tokens")
+        let merges = try gguf.stringArray("tokenizer.ggml.merges")
         var types: [Int]? = nil
         if gguf.metadata["tokenizer.ggml.token_type"] != nil {
             types = try gguf.intArray("tokenizer.ggml.token_type")
@@ -81,20 +101,23 @@ public final class BPETokenizer: Tokenizer {
         var eos = defaultID
         if case .some(.some(let value)) = try id("tokenizer.ggml.bos_token_id") { bos = value }
         if case .some(.some(let value)) = try id("tokenizer.ggml.eos_token_id") { eos = value }
-        var extraEndOfGeneration: [Int32] = []
-        for key in [
-            "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id",
-            "tokenizer.ggml.fim_pad_token_id", "tokenizer.ggml.fim_rep_token_id",
-            "tokenizer.ggml.fim_sep_token_id",
+        // llama.cpp reads the deprecated prefix/suffix/middle keys last, so they win.
+        var roles: [SpecialTokenRole: Int32] = [:]
+        for (key, role) in [
+            ("eot", SpecialTokenRole.endOfTurn), ("eom", .endOfMessage), ("fim_pre", .fimPrefix),
+            ("fim_suf", .fimSuffix), ("fim_mid", .fimMiddle), ("fim_pad", .fimPad),
+            ("fim_rep", .fimRepository), ("fim_sep", .fimSeparator), ("prefix", .fimPrefix),
+            ("suffix", .fimSuffix), ("middle", .fimMiddle),
         ] {
-            if case .some(.some(let value)) = try id(key) { extraEndOfGeneration.append(value) }
+            if case .some(.some(let value)) = try id("tokenizer.ggml.\(key)_token_id") {
+                roles[role] = value
+            }
         }
         let addBOS = try gguf.bool("tokenizer.ggml.add_bos_token", default: pre.addBOSByDefault)
         let addEOS = try gguf.bool("tokenizer.ggml.add_eos_token", default: false)
-        try self.init(
-            tokens: tokens, merges: merges, tokenTypes: types, preTokenizer: pre,
-            bosTokenID: bos, eosTokenID: eos, addBOS: addBOS, addEOS: addEOS,
-            endOfGenerationIDs: extraEndOfGeneration)
+        return Parts(
+            tokens: tokens, merges: merges, types: types, pre: pre, bos: bos, eos: eos,
+            addBOS: addBOS, addEOS: addEOS, roles: roles)
     }
 
     /// Loads the tokenizer of the GGUF model at `path` (only the metadata is read; the file is
@@ -110,12 +133,12 @@ public final class BPETokenizer: Tokenizer {
     ///   - merges: `"left right"` pairs, by rank.
     ///   - tokenTypes: GGUF token types by id (1 normal, 3 control, 4 user-defined, …); `nil`
     ///     makes every token normal.
-    ///   - endOfGenerationIDs: ids that end generation besides EOS and the tokens llama.cpp
-    ///     recognises by text (`<|im_end|>`, `<|endoftext|>`, …).
+    ///   - specialTokenIDs: ids given for special roles (GGUF `tokenizer.ggml.<role>_token_id`);
+    ///     a role not given is found by its usual texts, as llama.cpp does.
     public init(
         tokens: [String], merges mergeList: [String], tokenTypes: [Int]?,
         preTokenizer: PreTokenizer, bosTokenID: Int32?, eosTokenID: Int32?, addBOS: Bool,
-        addEOS: Bool, endOfGenerationIDs extraEndOfGeneration: [Int32] = []
+        addEOS: Bool, specialTokenIDs givenRoles: [SpecialTokenRole: Int32] = [:]
     ) throws {
         let n = tokens.count
         guard n > 0 else { throw TokenizerError.invalidMetadata("the vocabulary is empty") }
@@ -151,16 +174,14 @@ public final class BPETokenizer: Tokenizer {
         for byte in 0..<256 where singleByte[byte] >= 0 {
             singleByte[byte] = table.value(for: [UInt8(byte)])!
         }
-        singleByteTokens = singleByte
 
         // Symbols past the vocabulary and their fallback tokens.
         var extraTexts: [[UInt8]] = []
         func intern(_ bytes: UnsafeRawBufferPointer) -> Int32 {
-            if let id = table.value(for: bytes) { return id }
-            let id = Int32(n + extraTexts.count)
-            extraTexts.append(Array(bytes))
-            table.insert(bytes, value: id, overwrite: false)
-            return id
+            table.value(for: bytes) {
+                extraTexts.append(Array(bytes))
+                return Int32(n + extraTexts.count - 1)
+            }
         }
         byteSymbols = (0..<256).map { byte in
             ByteLevel.byteToEncodedUTF8[byte].withUnsafeBytes { intern($0) }
@@ -203,10 +224,21 @@ public final class BPETokenizer: Tokenizer {
         var attrs: [TokenAttributes] = (0..<n).map { id in
             tokenTypes.map { TokenAttributes(ggufTokenType: $0[id]) } ?? .normal
         }
+        // Roles not given are found by text; llama.cpp makes such a token control. (llama.cpp
+        // takes the first match in hash-map order when several texts match; we take the lowest
+        // id.)
+        var roles = givenRoles.filter { $0.value >= 0 && Int($0.value) < n }
+        for role in SpecialTokenRole.allCases where roles[role] == nil {
+            let matches = role.texts.compactMap { table.value(for: Array($0.utf8)) }
+                .filter { Int($0) < n }
+            if let id = matches.min() {
+                roles[role] = id
+                attrs[Int(id)].insert(.control)
+            }
+        }
         var endOfGeneration = Set<Int32>()
-        for id in [self.eosTokenID].compactMap({ $0 }) + extraEndOfGeneration
-        where id >= 0 && Int(id) < n {
-            endOfGeneration.insert(id)
+        for role in [SpecialTokenRole.fimPad, .fimRepository, .fimSeparator] {
+            if let id = roles[role] { endOfGeneration.insert(id) }
         }
         for name in Self.endOfGenerationTexts {
             if let id = table.value(for: Array(name.utf8)), Int(id) < n {
@@ -214,16 +246,16 @@ public final class BPETokenizer: Tokenizer {
                 attrs[Int(id)].insert(.control)
             }
         }
-        for name in Self.controlLookingTexts {
-            if let id = table.value(for: Array(name.utf8)), Int(id) < n {
-                attrs[Int(id)].insert(.control)
-            }
+        for id in [self.eosTokenID, roles[.endOfTurn], roles[.endOfMessage]] {
+            if let id { endOfGeneration.insert(id) }
         }
+        // llama.cpp always renders these gpt-oss tokens.
         for name in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
             if let id = table.value(for: Array(name.utf8)), Int(id) < n {
                 attrs[Int(id)] = .userDefined
             }
         }
+        specialTokenIDs = roles
         attributes = attrs
         endOfGenerationIDs = endOfGeneration
 
@@ -245,7 +277,7 @@ public final class BPETokenizer: Tokenizer {
             if !attr.isDisjoint(with: [.unknown, .control, .userDefined]) {
                 bytes.append(contentsOf: texts[id].utf8)
             } else if attr.contains(.normal) {
-                bytes.append(contentsOf: ByteLevel.decode(tokenText: texts[id]))
+                ByteLevel.decode(tokenText: texts[id], into: &bytes)
             } else if attr.contains(.byte) {
                 bytes.append(Self.byteTokenValue(texts[id]))
             }
@@ -262,19 +294,6 @@ public final class BPETokenizer: Tokenizer {
         "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
         "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
         "<｜end▁of▁sentence｜>", "[e~[",
-    ]
-
-    /// Fill-in-the-middle texts llama.cpp forces to control type.
-    static let controlLookingTexts = [
-        "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
-        "<|code_prefix|>", "<|prefix|>",
-        "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
-        "<|code_suffix|>", "<|suffix|>",
-        "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>",
-        "<|code_middle|>", "<|middle|>",
-        "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
-        "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
-        "<|file_sep|>", "<|file_separator|>", "<file_sep>", "<filename>",
     ]
 
     /// llama.cpp's `token_to_byte` for BPE: the hex digits at offset 3 of `<0xXX>`.

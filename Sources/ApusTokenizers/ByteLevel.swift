@@ -56,9 +56,7 @@ public enum ByteLevel {
     /// Decodes alphabet text back to raw bytes the way llama.cpp's `llama_decode_text` does:
     /// a character outside the alphabet becomes the literal text
     /// `[UNK_BYTE_0x<hex of its UTF-8><the whole token text>]`.
-    static func decode(tokenText text: String) -> [UInt8] {
-        var result: [UInt8] = []
-        result.reserveCapacity(text.utf8.count)
+    static func decode(tokenText text: String, into result: inout [UInt8]) {
         for scalar in text.unicodeScalars {
             if let byte = byte(forScalar: scalar.value) {
                 result.append(byte)
@@ -73,6 +71,5 @@ public enum ByteLevel {
                 result.append(UInt8(ascii: "]"))
             }
         }
-        return result
     }
 }

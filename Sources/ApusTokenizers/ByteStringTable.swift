@@ -84,6 +84,23 @@ struct ByteStringTable: Sendable {
         return value
     }
 
+    /// The value stored for `key`, or `make()` stored and returned when there is none (one probe).
+    mutating func value(
+        for key: UnsafeRawBufferPointer, orInsert make: () -> Int32
+    ) -> Int32 {
+        let hash = Self.hash(key)
+        let found = entry(for: key, hash: hash)
+        if let entry = found.entry { return values[entry] }
+        let value = make()
+        keyStart.append(Int32(arena.count))
+        keyLength.append(Int32(key.count))
+        arena.append(contentsOf: key)
+        values.append(value)
+        slots[found.slot] = Int32(values.count - 1)
+        if values.count * 2 > slots.count { grow() }
+        return value
+    }
+
     @discardableResult
     mutating func insert(_ key: [UInt8], value: Int32, overwrite: Bool) -> Int32 {
         key.withUnsafeBytes { insert($0, value: value, overwrite: overwrite) }

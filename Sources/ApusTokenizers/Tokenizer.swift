@@ -112,3 +112,47 @@ public struct TokenAttributes: OptionSet, Sendable, Hashable {
         }
     }
 }
+
+/// Roles of special tokens besides BOS and EOS (GGUF `tokenizer.ggml.<role>_token_id`).
+public enum SpecialTokenRole: String, Sendable, CaseIterable {
+    case endOfTurn = "eot"
+    case endOfMessage = "eom"
+    case fimPrefix = "fim_pre"
+    case fimSuffix = "fim_suf"
+    case fimMiddle = "fim_mid"
+    case fimPad = "fim_pad"
+    case fimRepository = "fim_rep"
+    case fimSeparator = "fim_sep"
+
+    /// The texts llama.cpp recognises the role by when the GGUF does not name its id.
+    public var texts: [String] {
+        switch self {
+        case .endOfTurn:
+            return [
+                "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+                "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>",
+                "<end_of_utterance>",
+            ]
+        case .endOfMessage: return ["<|eom_id|>"]
+        case .fimPrefix:
+            return [
+                "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>",
+                "▁<PRE>", "<|code_prefix|>", "<|prefix|>",
+            ]
+        case .fimSuffix:
+            return [
+                "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>",
+                "▁<SUF>", "<|code_suffix|>", "<|suffix|>",
+            ]
+        case .fimMiddle:
+            return [
+                "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>",
+                "▁<MID>", "<|code_middle|>", "<|middle|>",
+            ]
+        case .fimPad: return ["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]
+        case .fimRepository:
+            return ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]
+        case .fimSeparator: return ["<|file_sep|>"]
+        }
+    }
+}

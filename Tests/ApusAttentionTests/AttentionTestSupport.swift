@@ -156,6 +156,9 @@ struct Accuracy: CustomStringConvertible {
 
     /// The criterion of research/attention_reference.py: max|kernel − ref64| ≤
     /// 2·max|naive32 − ref64| + 1e-9·max(1, max|ref64|), and no NaN.
+    /// The error as a fraction of the allowed error (≤ 1 passes).
+    var boundUsed: Double { maxAbs / (2 * naiveMaxAbs + 1e-9 * max(1, referenceMax)) }
+
     var passes: Bool { !hasNaN && maxAbs <= 2 * naiveMaxAbs + 1e-9 * max(1, referenceMax) }
 
     var description: String {
@@ -253,7 +256,7 @@ func runKernel(
     return out
 }
 
-/// A parallelFor on real threads: `ranges` pieces of (nearly) equal size run through
+/// A parallelFor on real threads: `pieces` ranges of (nearly) equal size run through
 /// `DispatchQueue.concurrentPerform`.
 func concurrentFor(pieces: Int) -> AttentionParallelFor {
     { count, body in

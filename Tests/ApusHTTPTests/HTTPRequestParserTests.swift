@@ -249,6 +249,25 @@ final class HTTPRequestParserTests: XCTestCase {
         assertRejected(base + "0\r\nBad Trailer\r\n\r\n", .malformedHeader("field name must be a token followed by ':'"), status: 400)
     }
 
+    func testChunkLineLimitDoesNotDependOnHowBytesArrive() {
+        // Found by the fuzzer: the limit used to apply only while the line's LF had not arrived.
+        let text = "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;" + String(repeating: "x", count: 4095)
+            + "\r\nZ\r\n0\r\n\r\n"
+        let bytes = Array(text.utf8)
+        let whole = parse([bytes])
+        XCTAssertEqual(whole, [.error(.malformedChunk("chunk line too long"))])
+        let cut = bytes.count - "\r\nZ\r\n0\r\n\r\n".utf8.count
+        XCTAssertEqual(parse([Array(bytes[..<cut]), Array(bytes[cut...])]), whole)
+    }
+
+    func testEveryExpectationIsChecked() {
+        // Found by the fuzzer: only the last Expect header used to count.
+        assertRejected("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 200-ok\r\nExpect: 100-continue\r\n\r\nx",
+                       .unsupportedExpectation("200-ok"), status: 417)
+        assertRejected("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 100-continue\r\nExpect: 200-ok\r\n\r\nx",
+                       .unsupportedExpectation("200-ok"), status: 417)
+    }
+
     func testUnsupportedExpectationIs417() {
         assertRejected("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 200-ok\r\n\r\nx", .unsupportedExpectation("200-ok"), status: 417)
     }

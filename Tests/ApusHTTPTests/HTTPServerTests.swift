@@ -1,4 +1,5 @@
 import ApusHTTP
+import ApusTestSupport
 import AsyncHTTPClient
 import Logging
 import NIOCore

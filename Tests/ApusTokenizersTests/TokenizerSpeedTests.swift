@@ -14,14 +14,25 @@ final class TokenizerSpeedTests: XCTestCase {
     func testLoadAndEncodeSpeed() throws {
         _ = try TestSupport.smolLM2()  // skips without the model
         let fixture = try TestSupport.fixture()
-        var file: GGUFFile?
-        let parse = try milliseconds { file = try GGUFFile(path: TestSupport.modelPath) }
+        // Loading: parse the GGUF (ApusFormats), then build the tokenizer; best of 3 because
+        // the build machines are shared.
+        var parse: [Double] = []
+        var build: [Double] = []
+        var cold: [Double] = []
         var tokenizer: BPETokenizer?
-        let build = try milliseconds { tokenizer = try BPETokenizer(gguf: file!) }
         let text = fixture.benchmark.text
         var ids: [Int32] = []
-        let cold = milliseconds { ids = tokenizer!.encode(text) }
-        XCTAssertEqual(ids, fixture.benchmark.idList)
+        for _ in 0..<3 {
+            var file: GGUFFile?
+            parse.append(try milliseconds { file = try GGUFFile(path: TestSupport.modelPath) })
+            build.append(try milliseconds { tokenizer = try BPETokenizer(gguf: file!) })
+            // First encode on a fresh tokenizer: nothing in the word cache yet.
+            cold.append(milliseconds { ids = tokenizer!.encode(text) })
+            XCTAssertEqual(ids, fixture.benchmark.idList)
+        }
+        parse.sort()
+        build.sort()
+        cold.sort()
         var warm: [Double] = []
         for _ in 0..<30 { warm.append(milliseconds { ids = tokenizer!.encode(text) }) }
         warm.sort()
@@ -42,11 +53,11 @@ final class TokenizerSpeedTests: XCTestCase {
         print(
             String(
                 format:
-                    "tokenizer speed: GGUF parse %.1f ms, tokenizer build %.1f ms; encode %d words (%d bytes, %d tokens): first %.2f ms, median %.2f ms (word cache warm); decode median %.2f ms; streaming detokenize median %.2f ms",
-                parse, build, fixture.benchmark.words, text.utf8.count, ids.count, cold,
+                    "tokenizer speed (best of 3 / median of 30): GGUF parse %.1f ms + tokenizer build %.1f ms; encode %d words (%d bytes, %d tokens): fresh tokenizer %.2f ms, warm word cache %.2f ms; decode %.2f ms; streaming detokenize %.2f ms",
+                parse[0], build[0], fixture.benchmark.words, text.utf8.count, ids.count, cold[0],
                 warm[warm.count / 2], decode[decode.count / 2], streamed[streamed.count / 2]))
-        XCTAssertLessThan(build, 1000)
-        XCTAssertLessThan(cold, 100)
+        XCTAssertLessThan(parse[0] + build[0], 1000)
+        XCTAssertLessThan(cold[0], 100)
         XCTAssertLessThan(warm[warm.count / 2], 50)
     }
 

@@ -43,6 +43,39 @@ final class TokenizerUnitTests: XCTestCase {
         }
     }
 
+    func testMalformedMetadataErrorsClearly() throws {
+        var file = TinyGGUF()
+        file.entries.append(("tokenizer.ggml.model", .string("gpt2")))
+        file.entries.append(("tokenizer.ggml.pre", .string("smollm")))
+        file.entries.append(("tokenizer.ggml.tokens", .strings(byteVocabulary([]))))
+        XCTAssertThrowsError(try BPETokenizer(gguf: try GGUFFile(bytes: file.bytes()))) { error in
+            guard case .invalidMetadata(let message) = error as? TokenizerError else {
+                return XCTFail("\(error)")
+            }
+            XCTAssertTrue(message.contains("tokenizer.ggml.merges"), message)
+        }
+        let noModel = try GGUFFile(bytes: TinyGGUF().bytes())
+        XCTAssertThrowsError(try BPETokenizer(gguf: noModel)) { error in
+            XCTAssertEqual(
+                error as? TokenizerError, .invalidMetadata("tokenizer.ggml.model is missing"))
+        }
+    }
+
+    func testCleanSpacesOnlyWhereThePreTokenizerAsks() throws {
+        let tokens = byteVocabulary([])
+        let gpt2 = try BPETokenizer(gguf: try gguf(pre: "gpt-2", tokens: tokens, merges: []))
+        let smollm = try BPETokenizer(gguf: try gguf(pre: "smollm", tokens: tokens, merges: []))
+        let text = "Hello , world 's end . a ' b 't ?"
+        // llama_detokenize's clean_up_tokenization_spaces: " ," " ." " ?" " 's" lose the space,
+        // " ' " becomes "'", " 't" keeps it.
+        XCTAssertEqual(
+            String(decoding: gpt2.detokenize(gpt2.encode(text)), as: UTF8.self),
+            "Hello, world's end. a'b 't?")
+        XCTAssertEqual(String(decoding: smollm.detokenize(smollm.encode(text)), as: UTF8.self), text)
+        // decode (and streaming) never cleans: it is what llama.cpp's server sends.
+        XCTAssertEqual(gpt2.decode(gpt2.encode(text)), text)
+    }
+
     func testMissingPreTokenizerMeansDefault() throws {
         let file = try gguf(pre: nil, tokens: byteVocabulary([]), merges: [])
         let tokenizer = try BPETokenizer(gguf: file)

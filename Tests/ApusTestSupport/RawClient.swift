@@ -5,11 +5,12 @@ import Glibc
 
 /// A blocking TCP client for tests that need exact bytes on the wire (malformed requests,
 /// pipelining, slow clients) which a real HTTP client library would refuse to send.
-final class RawClient {
-    let fd: Int32
-    private var buffer: [UInt8] = []
+public final class RawClient {
+    public let fd: Int32
+    /// Bytes received and not yet consumed by `readResponse`.
+    public private(set) var buffer: [UInt8] = []
 
-    init(port: Int, host: String = "127.0.0.1", receiveBuffer: Int32? = nil) throws {
+    public init(port: Int, host: String = "127.0.0.1", receiveBuffer: Int32? = nil) throws {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var info: UnsafeMutablePointer<addrinfo>?
@@ -30,9 +31,9 @@ final class RawClient {
 
     deinit { Glibc.close(fd) }
 
-    func send(_ text: String) throws { try send(Array(text.utf8)) }
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
 
-    func send(_ bytes: [UInt8]) throws {
+    public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -41,14 +42,14 @@ final class RawClient {
         }
     }
 
-    func setReceiveTimeout(seconds: Int) {
+    public func setReceiveTimeout(seconds: Int) {
         var timeout = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
     /// Reads more bytes; returns false on EOF.
     @discardableResult
-    private func fill() throws -> Bool {
+    public func fill() throws -> Bool {
         var chunk = [UInt8](repeating: 0, count: 65536)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n < 0 { throw RawClientError.receive(errno) }
@@ -58,7 +59,7 @@ final class RawClient {
     }
 
     /// Reads one response (status, headers, body by Content-Length or chunked). Nil on EOF first.
-    func readResponse() throws -> RawResponse? {
+    public func readResponse() throws -> RawResponse? {
         while true {
             if let r = try parseBuffered() { return r }
             if try !fill() {
@@ -69,7 +70,7 @@ final class RawClient {
     }
 
     /// True when the server closed the connection (EOF) before `seconds` passed.
-    func waitForClose() throws -> Bool {
+    public func waitForClose() throws -> Bool {
         while true {
             do {
                 if try !fill() { return true }
@@ -137,16 +138,16 @@ final class RawClient {
     }
 }
 
-struct RawResponse {
-    var status: Int
-    var headers: [(String, String)]
-    var body: [UInt8]
+public struct RawResponse {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
 
-    func header(_ name: String) -> String? { headers.first { $0.0 == name.lowercased() }?.1 }
-    var text: String { String(decoding: body, as: UTF8.self) }
+    public func header(_ name: String) -> String? { headers.first { $0.0 == name.lowercased() }?.1 }
+    public var text: String { String(decoding: body, as: UTF8.self) }
 }
 
-enum RawClientError: Error {
+public enum RawClientError: Error {
     case connect(Int32)
     case send(Int32)
     case receive(Int32)

@@ -1,0 +1,87 @@
+import ApusKernels
+import Dispatch
+import Synchronization
+import XCTest
+
+final class ThreadPoolTests: XCTestCase {
+    /// Every index is covered exactly once, ranges respect the granularity, worker indices are
+    /// distinct and in range.
+    func testCoversEveryIndexOnceWithGranularity() {
+        for threads in [1, 2, 3, 5] {
+            let pool = ThreadPool(threads: threads)
+            for count in [0, 1, 2, 3, 7, 64, 1000, 1001] {
+                for granularity in [1, 4, 64] {
+                    let hits = UnsafeMutableBufferPointer<Int>.allocate(capacity: max(count, 1))
+                    hits.initialize(repeating: 0)
+                    let workers = UnsafeMutableBufferPointer<Int>.allocate(capacity: threads)
+                    workers.initialize(repeating: 0)
+                    pool.parallelFor(count: count, granularity: granularity) { range, worker in
+                        XCTAssertFalse(range.isEmpty)
+                        XCTAssertEqual(range.lowerBound % granularity, 0)
+                        XCTAssertTrue(range.upperBound == count || range.upperBound % granularity == 0)
+                        workers[worker] += 1
+                        for i in range { hits[i] += 1 }
+                    }
+                    XCTAssertEqual(Array(hits.prefix(count)), [Int](repeating: 1, count: count), "threads \(threads) count \(count) granularity \(granularity)")
+                    XCTAssertTrue(workers.allSatisfy { $0 <= 1 }, "a worker ran twice")
+                    let granules = (count + granularity - 1) / granularity
+                    XCTAssertEqual(workers.reduce(0, +), min(threads, granules))
+                    hits.deallocate()
+                    workers.deallocate()
+                }
+            }
+        }
+    }
+
+    /// Many back-to-back jobs (the decode pattern), then jobs after the workers have parked.
+    func testBackToBackAndAfterParking() {
+        let pool = ThreadPool(threads: 2, spinMicroseconds: 50)
+        let total = Atomic<Int>(0)
+        for _ in 0..<20_000 {
+            pool.parallelFor(count: 2) { range, _ in total.add(range.count, ordering: .relaxed) }
+        }
+        XCTAssertEqual(total.load(ordering: .relaxed), 40_000)
+        for _ in 0..<5 {
+            usleep(2_000)  // long enough for the worker to park
+            pool.parallelFor(count: 2) { range, _ in total.add(range.count, ordering: .relaxed) }
+        }
+        XCTAssertEqual(total.load(ordering: .relaxed), 40_010)
+    }
+
+    /// Callers on several threads take turns.
+    func testConcurrentCallers() {
+        let pool = ThreadPool(threads: 2)
+        let total = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            for _ in 0..<2000 {
+                pool.parallelFor(count: 10, granularity: 3) { range, worker in
+                    let scratch = pool.scratch(worker: worker, count: 16)
+                    scratch[0] = Float(range.count)
+                    total.add(range.count, ordering: .relaxed)
+                }
+            }
+        }
+        XCTAssertEqual(total.load(ordering: .relaxed), 4 * 2000 * 10)
+    }
+
+    func testPoolsShutDown() {
+        for _ in 0..<50 {
+            let pool = ThreadPool(threads: 2, spinMicroseconds: 0)
+            pool.parallelFor(count: 4) { _, _ in }
+        }
+    }
+
+    /// Dispatch overhead of an empty job, measured and printed; asserted loosely (a shared CI
+    /// machine can be slow), the benchmark reports the real figure.
+    func testDispatchOverheadIsMicroseconds() {
+        let pool = ThreadPool(threads: 2)
+        let sink = Atomic<Int>(0)
+        for _ in 0..<1000 { pool.parallelFor(count: 2) { r, _ in sink.add(r.count, ordering: .relaxed) } }
+        let iterations = 20_000
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<iterations { pool.parallelFor(count: 2) { r, _ in sink.add(r.count, ordering: .relaxed) } }
+        let perCall = Double(DispatchTime.now().uptimeNanoseconds - start) / Double(iterations) / 1000
+        print("ThreadPool(threads: 2) empty parallelFor: \(perCall) µs")
+        XCTAssertLessThan(perCall, 50)
+    }
+}
