@@ -5,17 +5,17 @@ SWIFT        ?= swift
 PYTHON       ?= python3
 HOST         ?= 0.0.0.0
 PORT         ?= 8080
-APT_PACKAGES := libopenblas-dev libnghttp2-dev libssl-dev pkg-config python3 python3-pip curl
+APT_PACKAGES := libopenblas-dev libnghttp2-dev libssl-dev pkg-config python3 python3-pip python3-venv curl
 # Release builds everywhere: kernels are hundreds of times slower at -Onone. The target CPU is set
 # in Package.swift (APUS_TARGET_CPU, default haswell).
 BUILD_FLAGS  := -c release
 
-.PHONY: serve test setup deps models build build-tests test-swift test-python fuzz bench-http clean
+.PHONY: serve test setup deps models build build-tests test-swift test-python test-clients fuzz bench-http clean
 
 serve: setup
 	.build/release/apus serve --host $(HOST) --port $(PORT)
 
-test: setup build-tests test-swift test-python fuzz
+test: setup build-tests test-swift test-python test-clients fuzz
 
 setup: deps models build
 
@@ -44,6 +44,11 @@ test-swift:
 
 test-python:
 	$(PYTHON) -m unittest discover -s Models -p 'test_*.py'
+
+# The real Python clients from PyPI (text-generation, huggingface_hub) against a running server
+# (Tests/clients/run.sh: venv in .venv-clients/, a loopback port, SIGTERM at the end).
+test-clients: setup
+	PYTHON=$(PYTHON) Tests/clients/run.sh
 
 # A short, bounded libFuzzer run of the HTTP request parser (Fuzz/README.md).
 fuzz:

@@ -21,6 +21,27 @@ func store4(_ v: SIMD4<Float>, _ p: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD4<Float>.self)
 }
 
+// The stdlib's pointwiseMin/Max and SIMD.max() are generic and, specialised, still not inlined
+// into the loops (a call per vector); these compile to vminps/vmaxps.
+
+@inline(__always)
+func min8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+    a.replacing(with: b, where: b .< a)
+}
+
+@inline(__always)
+func max8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+    a.replacing(with: b, where: b .> a)
+}
+
+/// The largest lane.
+@inline(__always)
+func horizontalMax(_ v: SIMD8<Float>) -> Float {
+    let a = v.lowHalf.replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
+    let b = a.lowHalf.replacing(with: a.highHalf, where: a.highHalf .> a.lowHalf)
+    return Swift.max(b[0], b[1])
+}
+
 /// `[sums of adjacent lane pairs of a, then of b]`: one step of a transposing horizontal sum.
 @inline(__always)
 func pairSum(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
@@ -50,11 +71,14 @@ func horizontalSums(
 /// with FMA). Inputs below ln(FLT_MIN) ≈ −87.34 (including −inf) give exactly 0; inputs above 88
 /// are clamped to 88 (callers never need more: softmax exponents are ≤ 0 and sigmoid only
 /// needs e^x ≫ 1 there).
-@inline(__always)
+#if compiler(>=6.3)
+    @inline(always)  // guaranteed: the heuristic `__always` leaves calls in multi-call-site loops
+#else
+    @inline(__always)
+#endif
 func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
     let low: Float = -87.33654  // ln(FLT_MIN): 2^n stays a normal number down to here
-    let xc = x.clamped(
-        lowerBound: SIMD8(repeating: low), upperBound: SIMD8(repeating: 88))
+    let xc = max8(min8(x, SIMD8(repeating: 88)), SIMD8(repeating: low))
     // n = round(x·log2 e) by the 1.5·2^23 trick; the low mantissa bits of t then hold n.
     let magic: Float = 12_582_912
     let t = SIMD8(repeating: magic).addingProduct(xc, SIMD8(repeating: 1.442_695_04))
@@ -79,7 +103,11 @@ func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
 /// double precision). Folding b in as a factor keeps the exponent's argument small: rounding
 /// t + b ≈ −8 to float would cost up to 4.8e-7 relative error in every weight. The ratio form never
 /// divides inf by inf; t = −inf gives 0 when e^(−b)·e^88 overflows (callers zero masked lanes).
-@inline(__always)
+#if compiler(>=6.3)
+    @inline(always)  // guaranteed: the heuristic `__always` leaves calls in multi-call-site loops
+#else
+    @inline(__always)
+#endif
 func sigmoid8(_ t: SIMD8<Float>, expNegBias: SIMD8<Float>) -> SIMD8<Float> {
     1 / (1 + expNegBias * exp8(-t))
 }

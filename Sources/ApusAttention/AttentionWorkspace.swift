@@ -7,7 +7,8 @@ import Synchronization
 /// The ranges must cover `0..<count` exactly once; they may run concurrently on other threads
 /// (the caller's thread pool), hence `@Sendable`. `body` writes disjoint outputs and takes its
 /// own scratch, so any partition is correct and the result does not depend on it.
-public typealias AttentionParallelFor = (_ count: Int, _ body: @Sendable (Range<Int>) -> Void) -> Void
+public typealias AttentionParallelFor = (_ count: Int, _ body: @Sendable (Range<Int>) -> Void) ->
+    Void
 
 /// Scratch memory for attention calls, reused from call to call.
 ///
@@ -83,4 +84,3 @@ struct GrowableBuffer<Element> {
 
     func free() { base?.deallocate() }
 }
-

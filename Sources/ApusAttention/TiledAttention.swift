@@ -31,7 +31,6 @@ struct TiledAttention: @unchecked Sendable {
     let keyBlocks: UnsafePointer<UnsafePointer<Float>>
     let valueBlocks: UnsafePointer<UnsafePointer<Float>>
     let blockSize: Int
-    let cacheLength: Int
     let scale: Float
     let kind: AttentionKind
     let queryTile: Int
@@ -58,15 +57,21 @@ struct TiledAttention: @unchecked Sendable {
             "\(heads) query heads are not a multiple of \(cache.kvHeads) KV heads")
         precondition(d % 8 == 0, "headDim \(d) is not a multiple of 8")
         precondition(
-            queries.count >= queryCount * heads * d, "queries hold \(queries.count) floats, "
+            queries.count >= queryCount * heads * d,
+            "queries hold \(queries.count) floats, "
                 + "need \(queryCount) × \(heads) × \(d)")
         precondition(
-            output.count >= queryCount * heads * d, "output holds \(output.count) floats, "
+            output.count >= queryCount * heads * d,
+            "output holds \(output.count) floats, "
                 + "need \(queryCount) × \(heads) × \(d)")
         precondition(
             startPosition >= 0 && startPosition + queryCount <= cache.length,
             "queries at \(startPosition)..<\(startPosition + queryCount) need keys the cache "
                 + "(length \(cache.length)) does not hold")
+        precondition(
+            cache.keyBlocks.count * cache.blockSize >= cache.length
+                && cache.valueBlocks.count * cache.blockSize >= cache.length,
+            "KV block table does not cover its \(cache.length) tokens")
         precondition(tiling.queryTile > 0 && tiling.keyTile > 0 && tiling.keySplits > 0)
         self.queries = queries.baseAddress ?? UnsafePointer(bitPattern: 64)!
         self.output = output.baseAddress ?? UnsafeMutablePointer(bitPattern: 64)!
@@ -79,7 +84,6 @@ struct TiledAttention: @unchecked Sendable {
         self.keyBlocks = cache.keyBlocks.baseAddress ?? UnsafePointer(bitPattern: 64)!
         self.valueBlocks = cache.valueBlocks.baseAddress ?? UnsafePointer(bitPattern: 64)!
         self.blockSize = cache.blockSize
-        self.cacheLength = cache.length
         self.scale = scale ?? 1 / Float(d).squareRoot()
         self.kind = kind
         self.queryTile = tiling.queryTile
@@ -117,8 +121,8 @@ struct TiledAttention: @unchecked Sendable {
         let perSplit = ((visibleEnd + keySplits - 1) / keySplits + keyTile - 1) / keyTile * keyTile
         let keyBegin = min(split * perSplit, visibleEnd)
         let keyEnd = min(keyBegin + perSplit, visibleEnd)
-        let destination: UnsafeMutablePointer<Float>? =
-            partials.map { $0 + ((tile * kvHeads + kvHead) * keySplits + split) * maxRows * partialStride }
+        let record = ((tile * kvHeads + kvHead) * keySplits + split) * maxRows * partialStride
+        let destination = partials.map { $0 + record }
         attend(
             kvHead: kvHead, tokens: t0..<t1, keys: keyBegin..<keyEnd, scratch: scratch,
             partial: destination)
@@ -212,48 +216,11 @@ struct TiledAttention: @unchecked Sendable {
                 }
                 switch kind {
                 case .softmax:
-                    for j in c..<width { s[j] = -.infinity }
-                    var vmax = SIMD8<Float>(repeating: -.infinity)
-                    var j = 0
-                    while j < width {
-                        vmax = pointwiseMax(vmax, load8(s + j))
-                        j += 8
-                    }
-                    let mOld = rowMax[r]
-                    let mNew = max(mOld, vmax.max() * scale)
-                    let negM = SIMD8<Float>(repeating: -mNew)
-                    let vscale = SIMD8<Float>(repeating: scale)
-                    var sum0 = SIMD8<Float>.zero
-                    var sum1 = SIMD8<Float>.zero
-                    j = 0
-                    while j + 16 <= width {
-                        let p0 = exp8(negM.addingProduct(load8(s + j), vscale))
-                        let p1 = exp8(negM.addingProduct(load8(s + j + 8), vscale))
-                        store8(p0, s + j)
-                        store8(p1, s + j + 8)
-                        sum0 += p0
-                        sum1 += p1
-                        j += 16
-                    }
-                    if j < width {
-                        let p0 = exp8(negM.addingProduct(load8(s + j), vscale))
-                        store8(p0, s + j)
-                        sum0 += p0
-                    }
-                    // α = e^(m_old − m_new); 0 on the first visible tile (m_old = −inf).
-                    let a = exp8(SIMD8(repeating: mOld - mNew))[0]
-                    alpha[r] = a
-                    rowSum[r] = rowSum[r] * a + (sum0 + sum1).sum()
-                    rowMax[r] = mNew
+                    alpha[r] = softmaxWeights(
+                        s, count: c, width: width, scale: scale, rowMax: &rowMax[r],
+                        rowSum: &rowSum[r])
                 case .sigmoid(let expNegBias):
-                    let factor = SIMD8<Float>(repeating: expNegBias)
-                    let vscale = SIMD8<Float>(repeating: scale)
-                    var j = 0
-                    while j < width {
-                        store8(sigmoid8(load8(s + j) * vscale, expNegBias: factor), s + j)
-                        j += 8
-                    }
-                    for j in c..<width { s[j] = 0 }
+                    sigmoidWeights(s, count: c, width: width, scale: scale, expNegBias: expNegBias)
                     alpha[r] = 1
                 }
             }
@@ -317,7 +284,8 @@ struct TiledAttention: @unchecked Sendable {
             let t0 = tile * queryTile
             let rows = (min(t0 + queryTile, queryCount) - t0) * g
             for kvHead in 0..<kvHeads {
-                let base = partials + (tile * kvHeads + kvHead) * keySplits * maxRows * partialStride
+                let base =
+                    partials + (tile * kvHeads + kvHead) * keySplits * maxRows * partialStride
                 for r in 0..<rows {
                     let t = t0 + r / g
                     let out = output + (t * heads + kvHead * g + r % g) * d
@@ -365,6 +333,67 @@ private struct PartialRecords: @unchecked Sendable {
 }
 
 // MARK: - Micro-kernels
+
+// Kept out of line: inside the large tile loop the optimiser stops inlining exp8 (a call per
+// vector that round-trips through xmm halves); here it inlines, and a call per row and tile is
+// cheap.
+
+/// Online-softmax step for one row: turns the scores `s[0..<count]` into p = e^(scale·s − m_new)
+/// in place (zero up to `width`), updates m and l, and returns α = e^(m_old − m_new).
+@inline(never)
+private func softmaxWeights(
+    _ s: UnsafeMutablePointer<Float>, count c: Int, width: Int, scale: Float,
+    rowMax: inout Float, rowSum: inout Float
+) -> Float {
+    for j in c..<width { s[j] = -.infinity }
+    var vmax = SIMD8<Float>(repeating: -.infinity)
+    var j = 0
+    while j < width {
+        vmax = max8(vmax, load8(s + j))
+        j += 8
+    }
+    let mOld = rowMax
+    let mNew = max(mOld, horizontalMax(vmax) * scale)
+    let negM = SIMD8<Float>(repeating: -mNew)
+    let vscale = SIMD8<Float>(repeating: scale)
+    var sum0 = SIMD8<Float>.zero
+    var sum1 = SIMD8<Float>.zero
+    j = 0
+    while j + 16 <= width {
+        let p0 = exp8(negM.addingProduct(load8(s + j), vscale))
+        let p1 = exp8(negM.addingProduct(load8(s + j + 8), vscale))
+        store8(p0, s + j)
+        store8(p1, s + j + 8)
+        sum0 += p0
+        sum1 += p1
+        j += 16
+    }
+    if j < width {
+        let p0 = exp8(negM.addingProduct(load8(s + j), vscale))
+        store8(p0, s + j)
+        sum0 += p0
+    }
+    // α = e^(m_old − m_new); 0 on the first visible tile (m_old = −inf).
+    let alpha = exp8(SIMD8(repeating: mOld - mNew))[0]
+    rowSum = rowSum * alpha + (sum0 + sum1).sum()
+    rowMax = mNew
+    return alpha
+}
+
+/// Sigmoid weights for one row: p = σ(scale·s + b) for `s[0..<count]`, zero up to `width`.
+@inline(never)
+private func sigmoidWeights(
+    _ s: UnsafeMutablePointer<Float>, count c: Int, width: Int, scale: Float, expNegBias: Float
+) {
+    let factor = SIMD8<Float>(repeating: expNegBias)
+    let vscale = SIMD8<Float>(repeating: scale)
+    var j = 0
+    while j < width {
+        store8(sigmoid8(load8(s + j) * vscale, expNegBias: factor), s + j)
+        j += 8
+    }
+    for j in c..<width { s[j] = 0 }
+}
 
 /// S[0][j], S[1][j] = q0·k_j, q1·k_j for j < count rounded up to 4 (keys padded by the caller).
 @inline(__always)

@@ -198,3 +198,22 @@ extension TextGenerationEngine {
         return TextGenerationEngine(modelID: modelID, model: model, tokenizer: tokenizer)
     }
 }
+
+extension TextGenerationEngine {
+    /// Times one prefill of `promptTokens` and `newTokens` greedy decode steps (end-of-sequence
+    /// ignored) on the calling thread, outside the job queue. For `apus bench` only: do not call
+    /// while the engine serves requests.
+    public func benchmark(promptTokens: [Int32], newTokens: Int) -> (prefill: Double, decode: Double) {
+        let cache = model.makeCache()
+        let start = ContinuousClock.now
+        var logits = model.forward([ForwardEntry(cache: cache, tokens: promptTokens[...], logits: .last)])
+        let prefillSeconds = (ContinuousClock.now - start).seconds
+        let decodeStart = ContinuousClock.now
+        for _ in 0..<newTokens {
+            let next = logits.withUnsafeMutableBufferPointer { Sampler.greedy($0).id }
+            logits = model.forward([ForwardEntry(cache: cache, tokens: [next][...], logits: .last)])
+        }
+        let decodeSeconds = (ContinuousClock.now - decodeStart).seconds
+        return (Double(promptTokens.count) / prefillSeconds, newTokens > 0 ? Double(newTokens) / decodeSeconds : 0)
+    }
+}

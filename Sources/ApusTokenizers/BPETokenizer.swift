@@ -263,9 +263,14 @@ public final class BPETokenizer: Tokenizer {
         var specials: [(id: Int32, text: [UInt8], isControlOrUnknown: Bool)] = []
         for id in 0..<n where !attrs[id].isDisjoint(with: [.control, .userDefined, .unknown]) {
             specials.append(
-                (Int32(id), Array(texts[id].utf8), !attrs[id].isDisjoint(with: [.control, .unknown])))
+                (
+                    Int32(id), Array(texts[id].utf8),
+                    !attrs[id].isDisjoint(with: [.control, .unknown])
+                ))
         }
-        specials.sort { $0.text.count != $1.text.count ? $0.text.count > $1.text.count : $0.id < $1.id }
+        specials.sort {
+            $0.text.count != $1.text.count ? $0.text.count > $1.text.count : $0.id < $1.id
+        }
         specialTokens = specials
 
         // Pieces (llama.cpp's token_to_piece with special = true).
@@ -345,10 +350,19 @@ public final class BPETokenizer: Tokenizer {
             contentsOf: pieceBytes[Int(pieceOffsets[Int(id)])..<Int(pieceOffsets[Int(id) + 1])])
     }
 
+    public func decode(_ ids: [Int32], special: Bool) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(ids.count * 4)
+        for id in ids { appendTokenBytes(id, special: special, to: &bytes) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// llama.cpp's `llama_detokenize`: the bytes of `ids`, without a leading BOS / trailing EOS
     /// when `removeSpecial` and the model adds them, and with `clean_up_tokenization_spaces`
     /// applied when the pre-tokenizer asks for it (not for `smollm`).
-    public func detokenize(_ ids: [Int32], removeSpecial: Bool = false, unparseSpecial: Bool = false)
+    public func detokenize(
+        _ ids: [Int32], removeSpecial: Bool = false, unparseSpecial: Bool = false
+    )
         -> [UInt8]
     {
         var ids = ids[...]
@@ -373,8 +387,9 @@ public final class BPETokenizer: Tokenizer {
         var total = 1
         for i in 1..<text.count {
             let x = text[i]
-            if text[i - 1] == space, x == UInt8(ascii: "?") || x == UInt8(ascii: "!")
-                || x == UInt8(ascii: ".") || x == UInt8(ascii: ",")
+            if text[i - 1] == space,
+                x == UInt8(ascii: "?") || x == UInt8(ascii: "!")
+                    || x == UInt8(ascii: ".") || x == UInt8(ascii: ",")
             {
                 total -= 1
             }
@@ -440,7 +455,9 @@ public final class BPETokenizer: Tokenizer {
         var text = text
         text.withUTF8 { bytes in
             var fragments: [Fragment] = [.text(0..<bytes.count)]
-            if !bytes.isEmpty { partition(bytes, &fragments, parseSpecial: parseSpecial) } else {
+            if !bytes.isEmpty {
+                partition(bytes, &fragments, parseSpecial: parseSpecial)
+            } else {
                 fragments = []
             }
             var session = EncodeSession()
@@ -540,7 +557,9 @@ public final class BPETokenizer: Tokenizer {
         }
         if preTokenizer.ignoreMerges {
             session.encodedWord.removeAll(keepingCapacity: true)
-            for byte in word { session.encodedWord.append(contentsOf: ByteLevel.byteToEncodedUTF8[Int(byte)]) }
+            for byte in word {
+                session.encodedWord.append(contentsOf: ByteLevel.byteToEncodedUTF8[Int(byte)])
+            }
             if let id = textTable.value(for: session.encodedWord), Int(id) < vocabularySize {
                 output.append(id)
                 return

@@ -9,7 +9,8 @@ public enum ByteLevel {
     public static let byteToScalar: [UInt32] = {
         var table = [UInt32](repeating: 0, count: 256)
         var assigned = [Bool](repeating: false, count: 256)
-        for byte in 0..<256 where (0x21...0x7E).contains(byte) || (0xA1...0xAC).contains(byte)
+        for byte in 0..<256
+        where (0x21...0x7E).contains(byte) || (0xA1...0xAC).contains(byte)
             || (0xAE...0xFF).contains(byte)
         {
             table[byte] = UInt32(byte)
@@ -42,10 +43,13 @@ public enum ByteLevel {
     }()
 
     /// The UTF-8 form of each byte's character (1 or 2 bytes), as stored in vocabularies.
-    static let byteToEncodedUTF8: [[UInt8]] = byteToScalar.map { Array(String(Unicode.Scalar($0)!).utf8) }
+    static let byteToEncodedUTF8: [[UInt8]] = byteToScalar.map {
+        Array(String(Unicode.Scalar($0)!).utf8)
+    }
 
     /// Encodes raw bytes into the alphabet's text (e.g. `" hello"` → `"Ġhello"`).
-    public static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+    public static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String
+    where Bytes.Element == UInt8 {
         var result = String.UnicodeScalarView()
         for byte in bytes {
             result.append(Unicode.Scalar(byteToScalar[Int(byte)])!)

@@ -29,6 +29,11 @@ public protocol Tokenizer: Sendable {
     /// and nothing otherwise (llama.cpp's `token_to_piece`). Unknown ids give nothing.
     func tokenBytes(_ id: Int32, special: Bool) -> [UInt8]
 
+    /// The text of `ids`: their bytes (``tokenBytes(_:special:)``) decoded as UTF-8, each
+    /// ill-formed sequence replaced by U+FFFD. Control tokens are rendered only when `special`
+    /// is true (llama.cpp renders generated text with `special = false`).
+    func decode(_ ids: [Int32], special: Bool) -> String
+
     /// Whether `id` is a control token (such as `<|im_end|>`).
     func isControl(_ id: Int32) -> Bool
 
@@ -48,17 +53,19 @@ extension Tokenizer {
     }
 
     /// The concatenated bytes of `ids` (see ``tokenBytes(_:special:)``).
-    public func decodeBytes(_ ids: some Sequence<Int32>, special: Bool = false) -> [UInt8] {
+    public func decodeBytes(_ ids: [Int32], special: Bool = false) -> [UInt8] {
         var bytes: [UInt8] = []
         for id in ids { bytes.append(contentsOf: tokenBytes(id, special: special)) }
         return bytes
     }
 
-    /// The text of `ids`: their bytes decoded as UTF-8, each ill-formed sequence replaced by
-    /// U+FFFD. Control tokens are rendered only when `special` is true (llama.cpp's default for
-    /// generated text is `false`).
-    public func decode(_ ids: some Sequence<Int32>, special: Bool = false) -> String {
+    public func decode(_ ids: [Int32], special: Bool) -> String {
         String(decoding: decodeBytes(ids, special: special), as: UTF8.self)
+    }
+
+    /// The text of `ids` with control tokens left out (llama.cpp's default for output).
+    public func decode(_ ids: [Int32]) -> String {
+        decode(ids, special: false)
     }
 }
 

@@ -131,6 +131,27 @@ func naiveAttention<T: NaiveFloat>(_: T.Type, _ x: AttentionInputs, _ weighting:
     return out
 }
 
+/// The largest |scale · q·k| over visible (query, key) pairs.
+func maxAbsScaledLogit(_ x: AttentionInputs) -> Double {
+    let d = x.layout.headDim
+    let g = x.layout.heads / x.layout.kvHeads
+    var m = 0.0
+    for i in 0..<x.window.count {
+        for h in 0..<x.layout.heads {
+            for j in 0...(x.window.start + i) {
+                var dot = 0.0
+                for e in 0..<d {
+                    dot +=
+                        Double(x.q[(i * x.layout.heads + h) * d + e])
+                        * Double(x.k[(j * x.layout.kvHeads + h / g) * d + e])
+                }
+                m = max(m, abs(dot) / Double(d).squareRoot())
+            }
+        }
+    }
+    return m
+}
+
 /// Errors of one result against the fp64 reference.
 struct Accuracy: CustomStringConvertible {
     var maxAbs: Double
@@ -233,7 +254,8 @@ final class PagedKV {
 /// Runs the kernel under test on `x` with the cache `kv`.
 func runKernel(
     _ x: AttentionInputs, _ kv: PagedKV, _ weighting: Weighting,
-    tiling: AttentionTiling = AttentionTiling(), workspace: AttentionWorkspace = AttentionWorkspace(),
+    tiling: AttentionTiling = AttentionTiling(),
+    workspace: AttentionWorkspace = AttentionWorkspace(),
     parallelFor: AttentionParallelFor = FlashAttention.serial
 ) -> [Float] {
     var out = [Float](repeating: .nan, count: x.window.count * x.layout.heads * x.layout.headDim)

@@ -8,15 +8,15 @@ final class LlamaCppParityTests: XCTestCase {
     func testVocabularyFacts() throws {
         let tokenizer = try TestSupport.smolLM2()
         let fixture = try TestSupport.fixture()
-        XCTAssertEqual(tokenizer.vocabularySize, fixture.n_vocab)
+        XCTAssertEqual(tokenizer.vocabularySize, fixture.nVocab)
         XCTAssertEqual(tokenizer.bosTokenID, fixture.bos)
         XCTAssertEqual(tokenizer.eosTokenID, fixture.eos)
         XCTAssertFalse(tokenizer.addsBOS)
         XCTAssertFalse(tokenizer.addsEOS)
         XCTAssertEqual(tokenizer.preTokenizer.name, "smollm")
-        XCTAssertEqual(tokenizer.endOfGenerationIDs.sorted(), fixture.eog_ids)
+        XCTAssertEqual(tokenizer.endOfGenerationIDs.sorted(), fixture.eogIds)
         let controls = (0..<Int32(tokenizer.vocabularySize)).filter { tokenizer.isControl($0) }
-        XCTAssertEqual(controls, fixture.control_ids)
+        XCTAssertEqual(controls, fixture.controlIds)
         XCTAssertEqual(tokenizer.tokenID(forText: "<|im_start|>"), 1)
         XCTAssertEqual(tokenizer.tokenText(2), "<|im_end|>")
         XCTAssertTrue(tokenizer.isEndOfGeneration(2))
@@ -29,10 +29,10 @@ final class LlamaCppParityTests: XCTestCase {
         let ids = (0..<Int32(tokenizer.vocabularySize))
         XCTAssertEqual(
             fnv1a64(ids.map { tokenizer.tokenBytes($0, special: true) }),
-            fixture.pieces_fnv1a64_special)
+            fixture.piecesFnv1a64Special)
         XCTAssertEqual(
             fnv1a64(ids.map { tokenizer.tokenBytes($0, special: false) }),
-            fixture.pieces_fnv1a64_nospecial)
+            fixture.piecesFnv1a64Nospecial)
         XCTAssertEqual(tokenizer.tokenBytes(-1, special: true), [])
         XCTAssertEqual(tokenizer.tokenBytes(Int32(tokenizer.vocabularySize), special: true), [])
     }
@@ -51,17 +51,17 @@ final class LlamaCppParityTests: XCTestCase {
         for entry in fixture.cases {
             let special = tokenizer.encode(entry.text, parseSpecial: true)
             let plain = tokenizer.encode(entry.text, parseSpecial: false)
-            if special == entry.ids && plain == entry.ids_nospecial {
+            if special == entry.ids && plain == entry.idsNospecial {
                 equal += 1
             } else if failures.count < 10 {
                 failures.append(
                     "\(entry.source) \(entry.text.debugDescription.prefix(80)): "
                         + "special \(special.prefix(20)) vs \(entry.ids.prefix(20)); "
-                        + "plain \(plain.prefix(20)) vs \(entry.ids_nospecial.prefix(20))")
+                        + "plain \(plain.prefix(20)) vs \(entry.idsNospecial.prefix(20))")
             }
         }
         print(
-            "llama.cpp parity (llama-cpp-python \(fixture.llama_cpp_python)): \(equal)/\(fixture.cases.count) strings identical with parse_special on and off"
+            "llama.cpp parity (llama-cpp-python \(fixture.llamaCppPython)): \(equal)/\(fixture.cases.count) strings identical with parse_special on and off"
         )
         XCTAssertEqual(equal, fixture.cases.count, failures.joined(separator: "\n"))
         XCTAssertEqual(tokenizer.encode(fixture.benchmark.text), fixture.benchmark.idList)
@@ -95,7 +95,9 @@ final class LlamaCppParityTests: XCTestCase {
                     entry.source)
             }
         }
-        print("round trips: \(roundTrips) of the \(referenceRoundTrips) strings llama.cpp round-trips (of \(fixture.cases.count))")
+        print(
+            "round trips: \(roundTrips) of the \(referenceRoundTrips) strings llama.cpp round-trips (of \(fixture.cases.count))"
+        )
         XCTAssertEqual(roundTrips, referenceRoundTrips)
         XCTAssertGreaterThan(referenceRoundTrips, 300)
     }

@@ -51,14 +51,22 @@ struct Fixture: Decodable {
         let source: String
         let text: String
         let ids: [Int32]
-        let ids_nospecial: [Int32]
+        let idsNospecial: [Int32]
         let detok: String?
-        let detok_hex: String?
-        let detok_special: String?
-        let detok_special_hex: String?
+        let detokHex: String?
+        let detokSpecial: String?
+        let detokSpecialHex: String?
 
-        var detokBytes: [UInt8] { bytes(detok, detok_hex) }
-        var detokSpecialBytes: [UInt8] { bytes(detok_special, detok_special_hex) }
+        enum CodingKeys: String, CodingKey {
+            case source, text, ids, detok
+            case idsNospecial = "ids_nospecial"
+            case detokHex = "detok_hex"
+            case detokSpecial = "detok_special"
+            case detokSpecialHex = "detok_special_hex"
+        }
+
+        var detokBytes: [UInt8] { bytes(detok, detokHex) }
+        var detokSpecialBytes: [UInt8] { bytes(detokSpecial, detokSpecialHex) }
     }
 
     struct Benchmark: Decodable {
@@ -69,16 +77,26 @@ struct Fixture: Decodable {
         var idList: [Int32] { ids.split(separator: " ").map { Int32($0)! } }
     }
 
-    let llama_cpp_python: String
-    let n_vocab: Int
+    let llamaCppPython: String
+    let nVocab: Int
     let bos: Int32
     let eos: Int32
-    let eog_ids: [Int32]
-    let control_ids: [Int32]
-    let pieces_fnv1a64_special: String
-    let pieces_fnv1a64_nospecial: String
+    let eogIds: [Int32]
+    let controlIds: [Int32]
+    let piecesFnv1a64Special: String
+    let piecesFnv1a64Nospecial: String
     let benchmark: Benchmark
     let cases: [Case]
+
+    enum CodingKeys: String, CodingKey {
+        case bos, eos, benchmark, cases
+        case llamaCppPython = "llama_cpp_python"
+        case nVocab = "n_vocab"
+        case eogIds = "eog_ids"
+        case controlIds = "control_ids"
+        case piecesFnv1a64Special = "pieces_fnv1a64_special"
+        case piecesFnv1a64Nospecial = "pieces_fnv1a64_nospecial"
+    }
 }
 
 func bytes(_ text: String?, _ hex: String?) -> [UInt8] {
@@ -141,12 +159,12 @@ struct TinyGGUF {
                 u32(9)
                 u32(8)
                 u64(UInt64(list.count))
-                list.forEach(str)
+                for item in list { str(item) }
             case .int32s(let list):
                 u32(9)
                 u32(5)
                 u64(UInt64(list.count))
-                list.forEach { u32(UInt32(bitPattern: $0)) }
+                for item in list { u32(UInt32(bitPattern: item)) }
             case .uint32(let v):
                 u32(4)
                 u32(v)

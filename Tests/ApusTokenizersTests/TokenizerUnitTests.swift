@@ -5,7 +5,8 @@ import XCTest
 
 /// Tests that need no model file: loading errors, BPE details, pre-tokenisation, streaming.
 final class TokenizerUnitTests: XCTestCase {
-    private func gguf(model: String = "gpt2", pre: String?, tokens: [String], merges: [String],
+    private func gguf(
+        model: String = "gpt2", pre: String?, tokens: [String], merges: [String],
         types: [Int32]? = nil
     ) throws -> GGUFFile {
         var file = TinyGGUF()
@@ -71,7 +72,8 @@ final class TokenizerUnitTests: XCTestCase {
         XCTAssertEqual(
             String(decoding: gpt2.detokenize(gpt2.encode(text)), as: UTF8.self),
             "Hello, world's end. a'b 't?")
-        XCTAssertEqual(String(decoding: smollm.detokenize(smollm.encode(text)), as: UTF8.self), text)
+        XCTAssertEqual(
+            String(decoding: smollm.detokenize(smollm.encode(text)), as: UTF8.self), text)
         // decode (and streaming) never cleans: it is what llama.cpp's server sends.
         XCTAssertEqual(gpt2.decode(gpt2.encode(text)), text)
     }
@@ -87,7 +89,8 @@ final class TokenizerUnitTests: XCTestCase {
         // "a b" (rank 0) beats "b c" (rank 1); "a a" ties resolve leftmost first.
         let tokens = byteVocabulary(["ab", "bc", "aa", "aaa", "abc"])
         let merges = ["a b", "b c", "a a", "aa a", "ab c"]
-        let tokenizer = try BPETokenizer(gguf: try gguf(pre: "gpt-2", tokens: tokens, merges: merges))
+        let tokenizer = try BPETokenizer(
+            gguf: try gguf(pre: "gpt-2", tokens: tokens, merges: merges))
         let id = { tokenizer.tokenID(forText: $0)! }
         XCTAssertEqual(tokenizer.encode("abc"), [id("abc")])
         XCTAssertEqual(tokenizer.encode("bc"), [id("bc")])
@@ -150,8 +153,9 @@ final class TokenizerUnitTests: XCTestCase {
                 String(decoding: bytes[$0], as: UTF8.self)
             }
         }
-        XCTAssertEqual(words("llama3", "12345 IT'S ok\n\n  x"),
-                       ["123", "45", " IT", "'S", " ok", "\n\n", " ", " x"])
+        XCTAssertEqual(
+            words("llama3", "12345 IT'S ok\n\n  x"),
+            ["123", "45", " IT", "'S", " ok", "\n\n", " ", " x"])
         XCTAssertEqual(words("qwen2", "123 a"), ["1", "2", "3", " a"])
         XCTAssertEqual(words("default", "a+=b 12345"), ["a", "+=", "b", " ", "123", "45"])
     }
@@ -159,8 +163,10 @@ final class TokenizerUnitTests: XCTestCase {
     func testIncrementalDetokenizerOnRandomBytes() {
         // Any split of any byte stream gives what decoding the whole stream gives.
         var generator = SplitMix64(seed: 42)
-        let alphabet: [UInt8] = [0x41, 0x80, 0xBF, 0xC2, 0xC0, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5,
-                                 0x9F, 0xA0, 0x8F, 0x90, 0xFF, 0x20]
+        let alphabet: [UInt8] = [
+            0x41, 0x80, 0xBF, 0xC2, 0xC0, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5,
+            0x9F, 0xA0, 0x8F, 0x90, 0xFF, 0x20,
+        ]
         for _ in 0..<5000 {
             let length = Int(generator.next() % 12)
             var stream: [UInt8] = []

@@ -20,8 +20,8 @@ vocabulary is loaded: `Llama(model_path=..., vocab_only=True)`).
 Where the strings come from (real text, not written for the test, wherever that matters):
   - prose: docstrings of the Python standard library, the Zen of Python, and the GNU GPL 3 and
     Apache 2.0 licence texts in /usr/share/common-licenses (Debian);
-  - code: source of Python standard-library functions (`inspect.getsource`), Swift and shell and
-    JSON files of this repository, the Debian /etc/profile;
+  - code: source of Python standard-library functions (`inspect.getsource`), Swift interfaces,
+    JSON and shell files of the Swift toolchain (/opt/swift), Debian's /etc/profile and bashrc;
   - CJK: the UTF-8 sample texts of CPython's test suite (Lib/test/cjkencodings);
   - other scripts: day and month names from glibc's locale sources (/usr/share/i18n/locales);
   - the chat template: the model's own `tokenizer.chat_template` rendered with jinja2;
@@ -117,26 +117,27 @@ for fn in [textwrap.dedent, heapq.heappush, heapq.merge, bisect.insort_right, sh
     except (OSError, TypeError):
         pass
 
-for rel in ["Sources/ApusFormats/GGUFFile.swift", "Sources/ApusFormats/GGMLType.swift",
-            "Package.swift"]:
-    text = read(REPO / rel)
+SWIFT = Path("/opt/swift/usr")  # the Swift toolchain of the build image
+for rel in ["lib/swift_static/linux/Synchronization.swiftmodule/x86_64-unknown-linux-gnu.swiftinterface",
+            "lib/swift_static/linux/_Volatile.swiftmodule/x86_64-unknown-linux-gnu.swiftinterface"]:
+    text = read(SWIFT / rel)
     if text:
         lines = text.splitlines(keepends=True)
         add(f"swift:{rel}:head", "".join(lines[:60]))
         add(f"swift:{rel}:tail", "".join(lines[-40:]))
 
-for rel in ["Package.resolved", "Tests/Fixtures/gguf/small.json"]:
-    text = read(REPO / rel)
+for rel in ["share/swift/features.json", "share/pm/config.json"]:
+    text = read(SWIFT / rel)
     if text:
         add(f"json:{rel}", text[:6000])
 add("json:python-dumps", json.dumps({"model": "smollm2", "ids": [1, 2, 3], "nested": {"a": None,
     "b": [True, False], "pi": 3.14159, "text": "caf\u00e9 \u2603"}}, indent=2, ensure_ascii=False))
 add("json:python-dumps-ascii", json.dumps({"caf\u00e9": "\u2603\U0001F600", "tab": "\t"}))
 
-for path in ["/etc/profile", str(REPO / "Makefile"), str(REPO / ".ci/run")]:
+for path in ["/etc/profile", "/etc/bash.bashrc", str(SWIFT / "bin/sdk-module-lists/create-module-lists.sh")]:
     text = read(path)
     if text:
-        add(f"shell:{path.replace(str(REPO) + '/', '')}", text[:4000])
+        add(f"shell:{path}", text[:4000])
 
 # --- CJK --------------------------------------------------------------------------------------
 
