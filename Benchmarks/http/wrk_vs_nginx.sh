@@ -12,6 +12,7 @@
 # Environment (defaults in brackets):
 #   RUNS [3]  DURATION [10s]  THREADS [2]  CONNECTIONS [64]  WARMUP [3s]
 #   NGINX_PORT [18481]  APUS_PORT [18482]  APUS_BIN [<repo>/.build/release/apus]
+#   APUS_ARGS [empty]  extra arguments to `apus serve` (it runs from the repository root)
 #   OUT_DIR [unset]  when set, the raw wrk outputs, configs and the report are kept there.
 #   BUSY_LIMIT [25]  % of one core used by other processes above which a run is flagged as noisy.
 #   QUIET_WAIT [60]  before each run, wait up to this many seconds for the rest of the machine to
@@ -20,7 +21,7 @@
 # Exit status: 0 when every run answered only 2xx/3xx without socket errors, 1 when a run did not,
 # 2 on set-up failure.
 
-set -euo pipefail
+set -Eeuo pipefail
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10s}
@@ -33,6 +34,8 @@ BUSY_LIMIT=${BUSY_LIMIT:-25}
 QUIET_WAIT=${QUIET_WAIT:-60}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 APUS_BIN=${APUS_BIN:-$ROOT/.build/release/apus}
+[[ $APUS_BIN == /* ]] || APUS_BIN=$PWD/$APUS_BIN
+APUS_ARGS=${APUS_ARGS:-}
 OUT_DIR=${OUT_DIR:-}
 
 die() { echo "wrk_vs_nginx: $*" >&2; exit 2; }
@@ -117,6 +120,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'log "failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -160,14 +164,17 @@ EOF
 "$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/logs/error.log" -c "$WORK/nginx/nginx.conf" &
 NGINX_PID=$!
 
-"$APUS_BIN" serve --host 127.0.0.1 --port "$APUS_PORT" --log-level warning >"$WORK/apus.log" 2>&1 &
+# From the repository root: apus finds its default model files (Models/cache/...) relative to it.
+# shellcheck disable=SC2086  # APUS_ARGS is a list of words
+(cd "$ROOT" && exec "$APUS_BIN" serve --host 127.0.0.1 --port "$APUS_PORT" --log-level warning $APUS_ARGS) \
+    >"$WORK/apus.log" 2>&1 &
 APUS_PID=$!
 
 wait_healthy() {  # name url pid
     local i
     for ((i = 0; i < 600; i++)); do
         curl -fs -o /dev/null --max-time 1 "$2" && return 0
-        kill -0 "$3" 2>/dev/null || die "$1 exited during start-up"
+        kill -0 "$3" 2>/dev/null || die "$1 exited during start-up: $(tail -5 "$WORK/apus.log" "$WORK/nginx/logs/error.log" 2>/dev/null)"
         sleep 0.1
     done
     die "$1 did not answer $2 within 60 s"
@@ -195,7 +202,8 @@ others_ticks() {
     # CPU ticks used so far by every process outside this script's process tree, their reaped
     # children included (cutime/cstime), kernel threads excluded. The delta over a run is the CPU the
     # rest of the machine took: a process that exits in between moves its time into its parent's.
-    cat /proc/[0-9]*/stat 2>/dev/null | awk -v me=$$ '
+    # (cat fails for processes that exit while it reads: that is expected.)
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v me=$$ '
         {
             pid = $1; s = $0; sub(/^.*\) /, "", s); split(s, f, " ")
             ppid[pid] = f[2]; ticks[pid] = f[12] + f[13] + f[14] + f[15]
@@ -232,10 +240,10 @@ to_ms() {  # wrk latency such as 812.00us / 1.23ms / 1.02s / 2.00m -> millisecon
     }' <<<"$1"
 }
 
-median() {  # numbers on stdin -> median ("NA" ignored)
-    grep -v '^NA$' | sort -g | awk '{a[NR] = $1} END {
+median() {  # [decimals]: numbers on stdin -> median ("NA" ignored)
+    grep -v '^NA$' | sort -g | awk -v fmt="%.${1:-2}f" '{a[NR] = $1} END {
         if (NR == 0) { print "NA"; exit }
-        if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2
+        if (NR % 2) printf fmt, a[(NR + 1) / 2]; else printf fmt, (a[NR / 2] + a[NR / 2 + 1]) / 2
     }'
 }
 
@@ -245,6 +253,7 @@ pct() {  # ticks seconds -> % of one core
 
 wait_quiet() {  # waits up to QUIET_WAIT s for the machine to be idle but for our (idle) servers
     local waited=0 o0 busy
+    ((QUIET_WAIT > 0)) || return 0
     while ((waited < QUIET_WAIT)); do
         o0=$(others_ticks)
         sleep 1
@@ -257,7 +266,8 @@ wait_quiet() {  # waits up to QUIET_WAIT s for the machine to be idle but for ou
 }
 
 # One wrk run against a server. Writes $WORK/<label>.txt (wrk's output) and appends a result line
-# to $WORK/results.tsv: label server rps p99_ms avg_ms server_cpu% wrk_cpu% other_cpu% flags
+# to $WORK/results.tsv: label server rps p99_ms avg_ms server_cpu% server_cpu_us_per_request
+# wrk_cpu% other_cpu% flags
 run_wrk() {  # label server url
     local label=$1 server=$2 url=$3 out="$WORK/$1.txt" pids s0 s1 o0 o1 t0 t1 rc=0
     pids=$(server_pids "$server")
@@ -273,9 +283,10 @@ run_wrk() {  # label server url
     s1=$(proc_ticks $pids)
     o1=$(others_ticks)
 
-    local elapsed rps avg p99 non2xx sockerr wrk_secs wrk_ticks server_ticks other_ticks flags=()
+    local elapsed rps reqs avg p99 non2xx sockerr wrk_secs wrk_ticks server_ticks other_ticks us_per_req flags=()
     elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
+    reqs=$(awk '/ requests in / {print $1; exit}' "$out")
     avg=$(to_ms "$(awk '$1 == "Latency" {print $2; exit}' "$out")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2; exit}' "$out")")
     non2xx=$(awk -F: '/Non-2xx or 3xx responses/ {gsub(/ /, "", $2); print $2}' "$out")
@@ -289,6 +300,9 @@ run_wrk() {  # label server url
     wrk_ticks=$(awk -v s="$wrk_secs" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", s * hz }')
     server_ticks=$((s1 - s0))
     other_ticks=$((o1 - o0))
+    # The server's CPU time per request served: unlike requests/s, barely moved by other load.
+    us_per_req=$(awk -v t="$server_ticks" -v hz="$CLK_TCK" -v n="${reqs:-0}" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "NA" }')
 
     [[ $rc == 0 ]] || flags+=("wrk exit $rc")
     [[ -n $rps ]] || { rps=NA; flags+=("no Requests/sec in wrk output"); }
@@ -300,8 +314,8 @@ run_wrk() {  # label server url
     ((${#flags[@]})) || flags=(OK)
 
     local IFS=';'
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$server" "$rps" "$p99" "$avg" \
-        "$(pct "$server_ticks" "$elapsed")" "$(pct "$wrk_ticks" "$elapsed")" "$other_pct" "${flags[*]}" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$server" "$rps" "$p99" "$avg" \
+        "$(pct "$server_ticks" "$elapsed")" "$us_per_req" "$(pct "$wrk_ticks" "$elapsed")" "$other_pct" "${flags[*]}" \
         >>"$WORK/results.tsv"
 }
 
@@ -343,26 +357,26 @@ apus_threads=$(awk '/^Threads:/ {print $2}' "/proc/$APUS_PID/status" 2>/dev/null
     echo "- wrk: $wrk_version; nginx: $nginx_version ($CORES workers); apus: $apus_version ($APUS_BIN, built $(date -u -r "$APUS_BIN" '+%Y-%m-%d %H:%M UTC'))"
     echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\`, $RUNS runs each, interleaved, after a $WARMUP warm-up; wrk and both servers share the $CORES cores."
     echo "- Response size (head + body): nginx $(response_bytes "$NGINX_URL") B, apus $(response_bytes "$APUS_URL") B; apus threads after the runs: $apus_threads"
-    echo "- CPU columns are % of one core (max $((CORES * 100))%) over the run; *other* is every other process on the machine (kernel threads excluded)."
+    echo "- CPU % columns are % of one core (max $((CORES * 100))%) over the run; *other* is every other process on the machine (kernel threads excluded). *Server CPU µs/request* is the server's CPU time (all processes and threads, user + system) divided by the requests wrk completed: the cost per request, much less sensitive than requests/s to the load on the machine."
     echo
-    echo "| Run | Server | Requests/s | p99 latency (ms) | Avg latency (ms) | Server CPU % | wrk CPU % | Other CPU % | Check |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
+    echo "| Run | Server | Requests/s | p99 latency (ms) | Avg latency (ms) | Server CPU % | Server CPU µs/request | wrk CPU % | Other CPU % | Check |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
     awk -F'\t' '{
-        split($1, a, "-"); gsub(/;/, "; ", $9)
-        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a[2], $2, $3, $4, $5, $6, $7, $8, $9
+        split($1, a, "-"); gsub(/;/, "; ", $10)
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a[2], $2, $3, $4, $5, $6, $7, $8, $9, $10
     }' "$WORK/results.tsv"
     for s in nginx apus; do
-        printf '| **median** | **%s** | **%s** | **%s** | %s | %s | %s | %s | |\n' "$s" \
-            "$(col "$s" 3 | median | sed 's/\.00$//')" "$(col "$s" 4 | median)" "$(col "$s" 5 | median)" \
-            "$(col "$s" 6 | median | sed 's/\.00$//')" "$(col "$s" 7 | median | sed 's/\.00$//')" \
-            "$(col "$s" 8 | median | sed 's/\.00$//')"
+        printf '| **median** | **%s** | **%s** | **%s** | %s | %s | **%s** | %s | %s | |\n' "$s" \
+            "$(col "$s" 3 | median 0)" "$(col "$s" 4 | median 3)" "$(col "$s" 5 | median 3)" \
+            "$(col "$s" 6 | median 0)" "$(col "$s" 7 | median 1)" "$(col "$s" 8 | median 0)" "$(col "$s" 9 | median 0)"
     done
     echo
     ratio() {
         awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "NA"; else printf "%.2f", a / b }'
     }
     echo "**Apus/nginx, median requests/s: $(ratio "$(col apus 3 | median)" "$(col nginx 3 | median)")**" \
-        "(median p99 latency: $(ratio "$(col apus 4 | median)" "$(col nginx 4 | median)")×)"
+        "(median p99 latency: $(ratio "$(col apus 4 | median)" "$(col nginx 4 | median)")×;" \
+        "median server CPU per request: $(ratio "$(col apus 7 | median)" "$(col nginx 7 | median)")×)"
     if grep -q -v $'\tOK$' "$WORK/results.tsv"; then
         echo
         echo "Some runs are flagged in the Check column: see the raw wrk output (OUT_DIR=... keeps it)."
@@ -370,7 +384,7 @@ apus_threads=$(awk '/^Threads:/ {print $2}' "/proc/$APUS_PID/status" 2>/dev/null
 } | tee "$WORK/report.md"
 
 # Correctness failures (non-2xx, socket errors, wrk failures) make the exit status 1; noise does not.
-if awk -F'\t' '$9 ~ /(non-2xx|socket errors|wrk exit|no Requests)/ {found = 1} END {exit !found}' "$WORK/results.tsv"; then
+if awk -F'\t' '$10 ~ /(non-2xx|socket errors|wrk exit|no Requests)/ {found = 1} END {exit !found}' "$WORK/results.tsv"; then
     exit 1
 fi
 exit 0

@@ -107,13 +107,17 @@ struct TiledAttention: @unchecked Sendable {
         if let base = partials.base { merge(base) }
     }
 
-    /// Item order: the most expensive query tiles (last, they see the most keys) first.
+    /// Item order: key split, then KV head, then query tile in zigzag order (last, first,
+    /// second to last, second, …). Under causal masking a tile's cost grows with its index, so
+    /// zigzag pairs sum to the same cost and a pool that cuts `0..<count` into contiguous ranges
+    /// (ThreadPool does) gets balanced shares; a dynamic scheduler still meets the costliest first.
     private func process(
         item: Int, scratch: AttentionScratch, partials: UnsafeMutablePointer<Float>?
     ) {
         let split = item % keySplits
         let kvHead = (item / keySplits) % kvHeads
-        let tile = queryTiles - 1 - item / (keySplits * kvHeads)
+        let order = item / (keySplits * kvHeads)
+        let tile = order & 1 == 0 ? queryTiles - 1 - order / 2 : order / 2
         let t0 = tile * queryTile
         let t1 = min(t0 + queryTile, queryCount)
         // Keys this tile can see at all, and this split's share (whole key tiles).

@@ -15,7 +15,7 @@ enum HTTPResponseEncoder {
         _ status: HTTPStatus, headers: HTTPHeaders, framing: Framing, keepAlive: Bool,
         clientVersion: HTTPVersion, into out: inout [UInt8]
     ) {
-        out.append(contentsOf: "HTTP/1.1 \(status.code) \(status.reason)\r\n".utf8)
+        out.append(contentsOf: statusLine(status))
         for field in headers.fields {
             if field.name.caseInsensitiveEquals("content-length")
                 || field.name.caseInsensitiveEquals("transfer-encoding")
@@ -40,13 +40,31 @@ enum HTTPResponseEncoder {
     }
 
     /// Appends a header, dropping CR and LF from the name and value: handlers must not be able to
-    /// split a response by putting user input into a header.
+    /// split a response by putting user input into a header. (Bulk append when clean, the usual case.)
     private static func appendField(_ name: String, _ value: String, into out: inout [UInt8]) {
-        for b in name.utf8 where b != .cr && b != .lf && b != .colon { out.append(b) }
+        if name.utf8.contains(where: { $0 == .cr || $0 == .lf || $0 == .colon }) {
+            for b in name.utf8 where b != .cr && b != .lf && b != .colon { out.append(b) }
+        } else {
+            out.append(contentsOf: name.utf8)
+        }
         out.append(contentsOf: ": ".utf8)
-        for b in value.utf8 where b != .cr && b != .lf { out.append(b) }
+        if value.utf8.contains(where: { $0 == .cr || $0 == .lf }) {
+            for b in value.utf8 where b != .cr && b != .lf { out.append(b) }
+        } else {
+            out.append(contentsOf: value.utf8)
+        }
         out.append(contentsOf: "\r\n".utf8)
     }
+
+    /// `HTTP/1.1 <code> <reason>\r\n`, pre-built for the common statuses.
+    private static func statusLine(_ status: HTTPStatus) -> [UInt8] {
+        switch status {
+        case .ok: return okLine
+        default: return Array("HTTP/1.1 \(status.code) \(status.reason)\r\n".utf8)
+        }
+    }
+
+    private static let okLine: [UInt8] = Array("HTTP/1.1 200 OK\r\n".utf8)
 
     static func encodeChunk(_ bytes: UnsafeRawBufferPointer, into out: inout [UInt8]) {
         guard !bytes.isEmpty else { return }

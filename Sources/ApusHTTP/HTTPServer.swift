@@ -102,8 +102,10 @@ final class HTTPServerState: Sendable {
     let statistics: HTTPServerStatistics
     /// One serial queue per core, like an event loop each: a connection's queue targets one of
     /// them, so connections spread over the cores without more runnable threads than cores.
+    /// They target the global (non-overcommit) pool, whose width is the core count; an untargeted
+    /// serial queue would land on the overcommit pool and get threads beyond the cores.
     let ioQueues: [DispatchQueue] = (0..<max(1, ProcessInfo.processInfo.activeProcessorCount)).map {
-        DispatchQueue(label: "apus.http.io.\($0)")
+        DispatchQueue(label: "apus.http.io.\($0)", target: .global(qos: .userInitiated))
     }
 
     private struct Registry {

@@ -158,21 +158,26 @@ public struct HTTPRequest: Sendable {
     }
 
     static func splitTarget(_ target: String) -> (String, String?) {
-        var rest = Substring(target)
-        // Absolute form (RFC 9112 §3.2.2): drop scheme and authority.
-        if let schemeEnd = rest.range(of: "://") {
-            rest = rest[schemeEnd.upperBound...]
-            if let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) {
-                rest = rest[slash...]
-            } else {
-                rest = "/"
+        var rest = Substring(target).utf8
+        // Absolute form (RFC 9112 §3.2.2): drop scheme and authority. (Byte search: this runs per request.)
+        if rest.first != UInt8(ascii: "/") {
+            let scheme = Array("://".utf8)
+            var i = rest.startIndex
+            while i < rest.endIndex {
+                if rest[i...].starts(with: scheme) {
+                    rest = rest[rest.index(i, offsetBy: 3)...]
+                    let slash = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") }
+                    rest = slash.map { rest[$0...] } ?? Substring("/").utf8
+                    break
+                }
+                i = rest.index(after: i)
             }
         }
-        if let q = rest.firstIndex(of: "?") {
-            let path = rest[..<q]
-            return (path.isEmpty ? "/" : String(path), String(rest[rest.index(after: q)...]))
+        if let q = rest.firstIndex(of: UInt8(ascii: "?")) {
+            let path = Substring(rest[..<q])
+            return (path.isEmpty ? "/" : String(path), String(Substring(rest[rest.index(after: q)...])))
         }
-        return (String(rest), nil)
+        return (String(Substring(rest)), nil)
     }
 }
 

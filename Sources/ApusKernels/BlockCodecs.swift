@@ -10,47 +10,70 @@ struct Chunk32 {
     var v3: SIMD8<Float>
 }
 
-/// How an affine dequantisation `q·d + m` is rounded.
-protocol DequantRounding {
-    static func affine(_ q: SIMD8<Float>, _ d: SIMD8<Float>, _ m: SIMD8<Float>) -> SIMD8<Float>
+/// 32 elements in factored form: small integers (exact in Float) and the affine map that turns
+/// them into weights, w = v·scale + offset for v0 and v1, v·scale2 + offset for v2 and v3
+/// (scale2 differs from scale only for Q6_K, whose scales cover 16 elements). Plain formats
+/// carry their values with scale 1 and no offset.
+///
+/// The matmul multiplies the integers by the activations and applies the scale once per chunk
+/// (and the offset once per chunk through the precomputed Σx of the chunk), instead of
+/// dequantising every weight: one multiply-add per 32 weights instead of one per 8.
+struct QuantChunk {
+    var values: Chunk32
+    var scale: Float
+    var scale2: Float
+    var offset: Float
 }
 
-/// `q·d + m` with two roundings, in ggml's order: results match ggml's `dequantize_row_*` bit for
-/// bit. Used by the row lookup and the BLAS path.
-enum ExactRounding: DequantRounding {
-    @inline(__always)
-    static func affine(_ q: SIMD8<Float>, _ d: SIMD8<Float>, _ m: SIMD8<Float>) -> SIMD8<Float> {
-        q * d + m
-    }
-}
-
-/// `fma(q, d, m)`: one rounding (at most as far from the exact value as the two-rounding form),
-/// and one instruction fewer on the FMA ports. Used by the SIMD matmul.
-enum FusedRounding: DequantRounding {
-    @inline(__always)
-    static func affine(_ q: SIMD8<Float>, _ d: SIMD8<Float>, _ m: SIMD8<Float>) -> SIMD8<Float> {
-        m.addingProduct(q, d)
-    }
-}
-
-/// One weight format's block layout. A block holds `chunks` runs of 32 elements; `header` decodes
-/// what the runs of a block share (scales), `chunk` decodes run `j` of the block.
+/// One weight format's block layout. A block holds `elements / 32` chunks of 32 elements;
+/// `header` decodes what the chunks of a block share (scales), `chunk` decodes chunk `j`.
 protocol BlockCodec {
     associatedtype Header
     /// Elements per block (32 or 256; plain formats use 32-element "blocks").
     static var elements: Int { get }
     /// Bytes per block.
     static var bytes: Int { get }
+    /// Values are the weights (f32, f16, bf16): no scale, no offset.
+    static var isPlain: Bool { get }
+    /// Chunks have a non-zero offset (Q4_1, Q4_K, Q5_K).
+    static var hasOffset: Bool { get }
+    /// `scale2` differs from `scale` (Q6_K).
+    static var splitScale: Bool { get }
     static func header(_ block: UnsafeRawPointer) -> Header
-    static func chunk<R: DequantRounding>(_ block: UnsafeRawPointer, _ header: Header, _ j: Int, _ rounding: R.Type) -> Chunk32
+    static func chunk(_ block: UnsafeRawPointer, _ header: Header, _ j: Int) -> QuantChunk
+    /// Only the offset of chunk `j` (for the matmul's separate offset pass).
+    static func offset(_ block: UnsafeRawPointer, _ header: Header, _ j: Int) -> Float
     /// Element `index` of a row of a plain format (for rows that are not a multiple of 32 long).
     static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float
 }
 
 extension BlockCodec {
     static var chunks: Int { elements / 32 }
+    static var isPlain: Bool { false }
+    static var hasOffset: Bool { false }
+    static var splitScale: Bool { false }
+    static func offset(_ block: UnsafeRawPointer, _ header: Header, _ j: Int) -> Float { 0 }
     static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
         preconditionFailure("quantized rows are whole blocks")
+    }
+
+    /// Chunk `j` dequantised exactly as ggml's `dequantize_row_*` (v·scale, then + offset:
+    /// two roundings, ggml's order for every format).
+    @inline(__always)
+    static func dequantized(_ block: UnsafeRawPointer, _ header: Header, _ j: Int) -> Chunk32 {
+        let q = chunk(block, header, j)
+        if isPlain { return q.values }
+        let s = SIMD8<Float>(repeating: q.scale)
+        let s2 = SIMD8<Float>(repeating: splitScale ? q.scale2 : q.scale)
+        var c = Chunk32(v0: q.values.v0 * s, v1: q.values.v1 * s, v2: q.values.v2 * s2, v3: q.values.v3 * s2)
+        if hasOffset {
+            let m = SIMD8<Float>(repeating: q.offset)
+            c.v0 += m
+            c.v1 += m
+            c.v2 += m
+            c.v3 += m
+        }
+        return c
     }
 }
 
@@ -61,10 +84,21 @@ func loadHalf(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
     Float(p.loadUnaligned(fromByteOffset: offset, as: Float16.self))
 }
 
+/// Two f16 values at `offset`, widened. Hot loops load block scales this way: a single `Float16`
+/// load compiles to `vpinsrw` into a live register, a false dependency that chained every block
+/// of a row to the previous one (4× slower matvec); `vmovd` + `vcvtph2ps` has none.
+@inline(__always)
+func loadHalfPair(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD2<Float> {
+    // Both halves through one vcvtph2ps (converting them one by one costs a shift and a second
+    // conversion for the upper one).
+    let bits = SIMD4<UInt32>(p.loadUnaligned(fromByteOffset: offset, as: UInt32.self), 0, 0, 0)
+    return float(unsafeBitCast(bits, to: SIMD8<Float16>.self)).lowHalf.lowHalf
+}
+
 /// Eight bytes at `offset`, zero-extended to 32-bit lanes (one `vpmovzxbd`).
 @inline(__always)
 func bytes8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Int32> {
-    SIMD8<Int32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt8>.self))
+    widen(p.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt8>.self))
 }
 
 @inline(__always)
@@ -72,15 +106,21 @@ func floats8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Float> {
     p.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
 }
 
+@inline(__always)
+func plainChunk(_ c: Chunk32) -> QuantChunk {
+    QuantChunk(values: c, scale: 1, scale2: 1, offset: 0)
+}
+
 // MARK: - Plain formats
 
 enum F32Codec: BlockCodec {
     static var elements: Int { 32 }
     static var bytes: Int { 128 }
+    static var isPlain: Bool { true }
     @inline(__always) static func header(_ block: UnsafeRawPointer) {}
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
-        Chunk32(v0: floats8(p, 0), v1: floats8(p, 32), v2: floats8(p, 64), v3: floats8(p, 96))
+    static func chunk(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> QuantChunk {
+        plainChunk(Chunk32(v0: floats8(p, 0), v1: floats8(p, 32), v2: floats8(p, 64), v3: floats8(p, 96)))
     }
     static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
         row.loadUnaligned(fromByteOffset: 4 * index, as: Float.self)
@@ -90,14 +130,15 @@ enum F32Codec: BlockCodec {
 enum F16Codec: BlockCodec {
     static var elements: Int { 32 }
     static var bytes: Int { 64 }
+    static var isPlain: Bool { true }
     @inline(__always) static func header(_ block: UnsafeRawPointer) {}
     @inline(__always)
     static func half8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Float> {
-        SIMD8<Float>(p.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float16>.self))  // vcvtph2ps
+        float(p.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float16>.self))  // vcvtph2ps
     }
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
-        Chunk32(v0: half8(p, 0), v1: half8(p, 16), v2: half8(p, 32), v3: half8(p, 48))
+    static func chunk(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> QuantChunk {
+        plainChunk(Chunk32(v0: half8(p, 0), v1: half8(p, 16), v2: half8(p, 32), v3: half8(p, 48)))
     }
     static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
         loadHalf(row, 2 * index)
@@ -107,16 +148,17 @@ enum F16Codec: BlockCodec {
 enum BF16Codec: BlockCodec {
     static var elements: Int { 32 }
     static var bytes: Int { 64 }
+    static var isPlain: Bool { true }
     @inline(__always) static func header(_ block: UnsafeRawPointer) {}
     /// bfloat16 is the top half of a float32.
     @inline(__always)
     static func bf8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Float> {
-        let h = SIMD8<UInt32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt16>.self))
+        let h = widen(p.loadUnaligned(fromByteOffset: offset, as: SIMD8<UInt16>.self))
         return unsafeBitCast(h &<< 16, to: SIMD8<Float>.self)
     }
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
-        Chunk32(v0: bf8(p, 0), v1: bf8(p, 16), v2: bf8(p, 32), v3: bf8(p, 48))
+    static func chunk(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> QuantChunk {
+        plainChunk(Chunk32(v0: bf8(p, 0), v1: bf8(p, 16), v2: bf8(p, 32), v3: bf8(p, 48)))
     }
     static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
         Float(bitPattern: UInt32(row.loadUnaligned(fromByteOffset: 2 * index, as: UInt16.self)) << 16)
@@ -125,58 +167,58 @@ enum BF16Codec: BlockCodec {
 
 // MARK: - 32-element quants
 
-/// Q8_0: f16 d, 32 × int8 q; x = q·d.
+/// Q8_0: f16 d, 32 × int8 q; w = q·d.
 enum Q8_0Codec: BlockCodec {
     static var elements: Int { 32 }
     static var bytes: Int { 34 }
     @inline(__always) static func header(_ block: UnsafeRawPointer) {}
     @inline(__always)
     static func s8(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD8<Float> {
-        SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: offset, as: SIMD8<Int8>.self)))
+        float(widen(p.loadUnaligned(fromByteOffset: offset, as: SIMD8<Int8>.self)))
     }
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
-        let d = SIMD8<Float>(repeating: loadHalf(p, 0))
-        return Chunk32(v0: s8(p, 2) * d, v1: s8(p, 10) * d, v2: s8(p, 18) * d, v3: s8(p, 26) * d)
+    static func chunk(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> QuantChunk {
+        let d = loadHalfPair(p, 0)[0]
+        return QuantChunk(values: Chunk32(v0: s8(p, 2), v1: s8(p, 10), v2: s8(p, 18), v3: s8(p, 26)), scale: d, scale2: d, offset: 0)
     }
 }
 
-/// Q4_0: f16 d, 16 bytes; byte i holds element i (low nibble) and i + 16 (high); x = (q − 8)·d.
+/// Q4_0: f16 d, 16 bytes; byte i holds element i (low nibble) and i + 16 (high); w = (q − 8)·d.
+/// (q − 8 is formed in integers, so v·d rounds once, exactly as ggml does.)
 enum Q4_0Codec: BlockCodec {
     static var elements: Int { 32 }
     static var bytes: Int { 18 }
     @inline(__always) static func header(_ block: UnsafeRawPointer) {}
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
-        let d = SIMD8<Float>(repeating: loadHalf(p, 0))
+    static func chunk(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> QuantChunk {
+        let d = loadHalfPair(p, 0)[0]
         let a = bytes8(p, 2)
         let b = bytes8(p, 10)
         let eight = SIMD8<Int32>(repeating: 8)
-        // (q − 8) is exact in Int32, so (q − 8)·d rounds once, exactly as ggml does.
-        return Chunk32(
-            v0: SIMD8<Float>((a & 15) &- eight) * d,
-            v1: SIMD8<Float>((b & 15) &- eight) * d,
-            v2: SIMD8<Float>((a &>> 4) &- eight) * d,
-            v3: SIMD8<Float>((b &>> 4) &- eight) * d)
+        let values = Chunk32(
+            v0: float((a & 15) &- eight), v1: float((b & 15) &- eight),
+            v2: float((a &>> 4) &- eight), v3: float((b &>> 4) &- eight))
+        return QuantChunk(values: values, scale: d, scale2: d, offset: 0)
     }
 }
 
-/// Q4_1: f16 d, f16 m, 16 bytes of nibbles as Q4_0; x = q·d + m.
+/// Q4_1: f16 d, f16 m, 16 bytes of nibbles as Q4_0; w = q·d + m.
 enum Q4_1Codec: BlockCodec {
     static var elements: Int { 32 }
     static var bytes: Int { 20 }
+    static var hasOffset: Bool { true }
     @inline(__always) static func header(_ block: UnsafeRawPointer) {}
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: Void, _ j: Int, _: R.Type) -> Chunk32 {
-        let d = SIMD8<Float>(repeating: loadHalf(p, 0))
-        let m = SIMD8<Float>(repeating: loadHalf(p, 2))
+    static func chunk(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> QuantChunk {
+        let dm = loadHalfPair(p, 0)
         let a = bytes8(p, 4)
         let b = bytes8(p, 12)
-        return Chunk32(
-            v0: R.affine(SIMD8<Float>(a & 15), d, m),
-            v1: R.affine(SIMD8<Float>(b & 15), d, m),
-            v2: R.affine(SIMD8<Float>(a &>> 4), d, m),
-            v3: R.affine(SIMD8<Float>(b &>> 4), d, m))
+        let values = Chunk32(v0: float(a & 15), v1: float(b & 15), v2: float(a &>> 4), v3: float(b &>> 4))
+        return QuantChunk(values: values, scale: dm[0], scale2: dm[0], offset: dm[1])
+    }
+    @inline(__always)
+    static func offset(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> Float {
+        loadHalfPair(p, 0)[1]
     }
 }
 
@@ -192,8 +234,7 @@ struct KScales {
 /// `get_scale_min_k4`) and multiplies them by d and dmin, as ggml does before use.
 @inline(__always)
 func kScales(_ block: UnsafeRawPointer) -> KScales {
-    let d = loadHalf(block, 0)
-    let dmin = loadHalf(block, 2)
+    let dm = loadHalfPair(block, 0)
     let s = block + 4
     var sc = SIMD8<Int32>()
     var mn = SIMD8<Int32>()
@@ -209,29 +250,29 @@ func kScales(_ block: UnsafeRawPointer) -> KScales {
         mn[j] = Int32((low >> 4) | (minHigh << 4))
     }
     return KScales(
-        scale: SIMD8<Float>(repeating: d) * SIMD8<Float>(sc),
-        minimum: SIMD8<Float>(repeating: dmin) * SIMD8<Float>(mn))
+        scale: SIMD8<Float>(repeating: dm[0]) * float(sc),
+        minimum: SIMD8<Float>(repeating: dm[1]) * float(mn))
 }
 
 /// Q4_K: f16 d, f16 dmin, 12 bytes scales, 128 bytes nibbles. Sub-block j uses bytes
-/// 32·(j/2) ..< 32·(j/2) + 32, low nibbles for even j, high for odd; x = d·sc·q − dmin·m.
+/// 32·(j/2) ..< 32·(j/2) + 32, low nibbles for even j, high for odd; w = d·sc·q − dmin·m.
 enum Q4_KCodec: BlockCodec {
     static var elements: Int { 256 }
     static var bytes: Int { 144 }
+    static var hasOffset: Bool { true }
     @inline(__always) static func header(_ block: UnsafeRawPointer) -> KScales { kScales(block) }
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int, _: R.Type) -> Chunk32 {
-        let d = SIMD8<Float>(repeating: h.scale[j])
-        let m = SIMD8<Float>(repeating: -h.minimum[j])
+    static func chunk(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int) -> QuantChunk {
         let q = 16 + 32 * (j >> 1)
         let shift = Int32(4 * (j & 1))
         @inline(__always) func nibbles(_ offset: Int) -> SIMD8<Float> {
-            SIMD8<Float>((bytes8(p, q + offset) &>> shift) & 15)
+            float((bytes8(p, q + offset) &>> shift) & 15)
         }
-        return Chunk32(
-            v0: R.affine(nibbles(0), d, m), v1: R.affine(nibbles(8), d, m),
-            v2: R.affine(nibbles(16), d, m), v3: R.affine(nibbles(24), d, m))
+        let values = Chunk32(v0: nibbles(0), v1: nibbles(8), v2: nibbles(16), v3: nibbles(24))
+        return QuantChunk(values: values, scale: h.scale[j], scale2: h.scale[j], offset: -h.minimum[j])
     }
+    @inline(__always)
+    static func offset(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int) -> Float { -h.minimum[j] }
 }
 
 /// Q5_K: as Q4_K, plus 32 bytes `qh` (offset 16) whose bit j of byte l is the fifth bit of
@@ -239,35 +280,37 @@ enum Q4_KCodec: BlockCodec {
 enum Q5_KCodec: BlockCodec {
     static var elements: Int { 256 }
     static var bytes: Int { 176 }
+    static var hasOffset: Bool { true }
     @inline(__always) static func header(_ block: UnsafeRawPointer) -> KScales { kScales(block) }
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int, _: R.Type) -> Chunk32 {
-        let d = SIMD8<Float>(repeating: h.scale[j])
-        let m = SIMD8<Float>(repeating: -h.minimum[j])
+    static func chunk(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int) -> QuantChunk {
         let q = 48 + 32 * (j >> 1)
         let shift = Int32(4 * (j & 1))
         let bit = Int32(j)
         @inline(__always) func values(_ offset: Int) -> SIMD8<Float> {
             let low = (bytes8(p, q + offset) &>> shift) & 15
             let high = ((bytes8(p, 16 + offset) &>> bit) & 1) &<< 4
-            return SIMD8<Float>(low | high)
+            return float(low | high)
         }
-        return Chunk32(
-            v0: R.affine(values(0), d, m), v1: R.affine(values(8), d, m),
-            v2: R.affine(values(16), d, m), v3: R.affine(values(24), d, m))
+        let chunk = Chunk32(v0: values(0), v1: values(8), v2: values(16), v3: values(24))
+        return QuantChunk(values: chunk, scale: h.scale[j], scale2: h.scale[j], offset: -h.minimum[j])
     }
+    @inline(__always)
+    static func offset(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int) -> Float { -h.minimum[j] }
 }
 
 /// Q6_K: 128 bytes `ql`, 64 bytes `qh`, 16 int8 scales, f16 d (at 208). Sub-block j = 4·n + k
 /// (half n, quarter k) takes low (k < 2) or high nibbles of ql[64n + 32(k & 1) + l] and bits 2k,
 /// 2k+1 of qh[32n + l]; scales sc[8n + 2k] for l < 16 and sc[8n + 2k + 1] above;
-/// x = d·sc·(q − 32).
+/// w = d·sc·(q − 32).
 enum Q6_KCodec: BlockCodec {
     static var elements: Int { 256 }
     static var bytes: Int { 210 }
-    @inline(__always) static func header(_ block: UnsafeRawPointer) -> Float { loadHalf(block, 208) }
+    static var splitScale: Bool { true }
+    /// d is the last two bytes of the block: read as the second of the pair at 206.
+    @inline(__always) static func header(_ block: UnsafeRawPointer) -> Float { loadHalfPair(block, 206)[1] }
     @inline(__always)
-    static func chunk<R: DequantRounding>(_ p: UnsafeRawPointer, _ d: Float, _ j: Int, _: R.Type) -> Chunk32 {
+    static func chunk(_ p: UnsafeRawPointer, _ d: Float, _ j: Int) -> QuantChunk {
         let n = j >> 2
         let k = j & 3
         let ql = 64 * n + 32 * (k & 1)
@@ -275,15 +318,18 @@ enum Q6_KCodec: BlockCodec {
         let nibbleShift = Int32(k >= 2 ? 4 : 0)
         let highShift = Int32(2 * k)
         let sc = 192 + 8 * n + 2 * k
-        let s0 = SIMD8<Float>(repeating: d * Float(p.load(fromByteOffset: sc, as: Int8.self)))
-        let s1 = SIMD8<Float>(repeating: d * Float(p.load(fromByteOffset: sc + 1, as: Int8.self)))
         let bias = SIMD8<Int32>(repeating: 32)
         @inline(__always) func values(_ offset: Int) -> SIMD8<Float> {
             let low = (bytes8(p, ql + offset) &>> nibbleShift) & 15
             let high = ((bytes8(p, qh + offset) &>> highShift) & 3) &<< 4
-            return SIMD8<Float>((low | high) &- bias)
+            return float((low | high) &- bias)
         }
-        return Chunk32(v0: values(0) * s0, v1: values(8) * s0, v2: values(16) * s1, v3: values(24) * s1)
+        let chunk = Chunk32(v0: values(0), v1: values(8), v2: values(16), v3: values(24))
+        return QuantChunk(
+            values: chunk,
+            scale: d * Float(p.load(fromByteOffset: sc, as: Int8.self)),
+            scale2: d * Float(p.load(fromByteOffset: sc + 1, as: Int8.self)),
+            offset: 0)
     }
 }
 
@@ -322,7 +368,7 @@ func decodeRow<C: BlockCodec>(_: C.Type, _ row: UnsafeRawPointer, count: Int, in
     for _ in 0..<blocks {
         let h = C.header(p)
         for j in 0..<C.chunks {
-            let c = C.chunk(p, h, j, ExactRounding.self)
+            let c = C.dequantized(p, h, j)
             o.storeBytes(of: c.v0, as: SIMD8<Float>.self)
             (o + 32).storeBytes(of: c.v1, as: SIMD8<Float>.self)
             (o + 64).storeBytes(of: c.v2, as: SIMD8<Float>.self)

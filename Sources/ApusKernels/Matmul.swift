@@ -12,10 +12,12 @@ public enum MatmulPath: Sendable, Equatable {
     /// `cblas_sgemm`. Faster for many tokens (prefill), not batch-invariant.
     case blas
 
-    /// Token count from which `.automatic` switches to OpenBLAS. Measured on a 2-core Zen 4 with
-    /// Q4_1 576×1536 and 1536×576 matrices (Benchmarks/kernels/README.md): the SIMD kernel wins
-    /// up to about 12 tokens, the per-tile dequantisation plus sgemm from there on.
-    public static let defaultBLASThreshold = 16
+    /// Token count from which `.automatic` switches to OpenBLAS. Measured on the 2-core Zen 4
+    /// (Benchmarks/kernels/README.md, Q4_1 1536×576 and 576×1536, 2 threads): the SIMD kernel
+    /// wins clearly up to 4 tokens, is within ±25% of the BLAS path at 8 (ahead on one shape,
+    /// behind on the other), and loses by 1.1–1.6× from 12 on. Decode batches below the
+    /// threshold stay batch-invariant.
+    public static let defaultBLASThreshold = 12
 }
 
 /// Y = X·Wᵀ for `tokens` rows of activations: `Y[m][r] = Σ_c X[m][c]·W[r][c]`.
@@ -46,8 +48,8 @@ public func matmul(
     } else {
         let job = SIMDMatmul(weights: weights, input: input, inputStride: inputStride, output: output, outputStride: outputStride, tokens: tokens)
         // Small row blocks keep the split even; each row's arithmetic does not depend on it.
-        pool.parallelFor(count: weights.rows, granularity: 4) { range, _ in
-            withCodec(weights.format, SIMDMatmulRows(job: job, rows: range))
+        pool.parallelFor(count: weights.rows, granularity: 4) { range, worker in
+            withCodec(weights.format, SIMDMatmulRows(job: job, rows: range, pool: pool, worker: worker))
         }
     }
 }
@@ -79,8 +81,33 @@ struct SIMDMatmul: @unchecked Sendable {
 struct SIMDMatmulRows: CodecVisitor {
     let job: SIMDMatmul
     let rows: Range<Int>
+    let pool: ThreadPool
+    let worker: Int
     func visit<C: BlockCodec>(_ codec: C.Type) {
-        simdRows(codec, job, rows)
+        var sums: UnsafeMutablePointer<Float>? = nil
+        if C.hasOffset {
+            // Σx of every 32-element chunk of every token, for the offset terms. Each worker
+            // computes its own copy (M·cols additions, noise next to the M·rows·cols of the
+            // product) in its own scratch, so the threads share nothing writable.
+            let chunks = job.weights.cols / 32
+            let buffer = pool.scratch(worker: worker, count: job.tokens * chunks)
+            chunkSums(job.input, stride: job.inputStride, tokens: job.tokens, chunks: chunks, into: buffer)
+            sums = buffer
+        }
+        simdRows(codec, job, rows, sums)
+    }
+}
+
+/// sums[c·tokens + t] = Σ of x[t][32c ..< 32c + 32], in a fixed order (batch-invariant).
+/// Token-minor, so that a tile's offset terms for one chunk are one vector multiply-add.
+func chunkSums(_ x: UnsafePointer<Float>, stride: Int, tokens: Int, chunks: Int, into sums: UnsafeMutablePointer<Float>) {
+    for t in 0..<tokens {
+        let row = UnsafeRawPointer(x + t * stride)
+        for c in 0..<chunks {
+            let o = 128 * c
+            let v = (floats8(row, o) + floats8(row, o + 32)) + (floats8(row, o + 64) + floats8(row, o + 96))
+            sums[c * tokens + t] = horizontalSum(v)
+        }
     }
 }
 
@@ -88,7 +115,7 @@ struct SIMDMatmulRows: CodecVisitor {
 /// a decoded weight chunk is reused from registers by up to 8 tokens; the row's bytes stay in L1
 /// across the tiles, so the weights are read from memory once per call.
 @inline(never)
-func simdRows<C: BlockCodec>(_ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<Int>) {
+func simdRows<C: BlockCodec>(_ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<Int>, _ sums: UnsafeMutablePointer<Float>?) {
     let w = job.weights
     for r in rows {
         let row = w.row(r)
@@ -96,16 +123,16 @@ func simdRows<C: BlockCodec>(_ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<I
         while m < job.tokens {
             let left = job.tokens - m
             if left >= 8 {
-                simdTile(codec, row, job, m, InlineArray<8, SIMD8<Float>>(repeating: .zero), r)
+                simdTile(codec, row, job, m, InlineArray<8, SIMD8<Float>>(repeating: .zero), r, sums)
                 m += 8
             } else if left >= 4 {
-                simdTile(codec, row, job, m, InlineArray<4, SIMD8<Float>>(repeating: .zero), r)
+                simdTile(codec, row, job, m, InlineArray<4, SIMD8<Float>>(repeating: .zero), r, sums)
                 m += 4
             } else if left >= 2 {
-                simdTile(codec, row, job, m, InlineArray<2, SIMD8<Float>>(repeating: .zero), r)
+                simdTile(codec, row, job, m, InlineArray<2, SIMD8<Float>>(repeating: .zero), r, sums)
                 m += 2
             } else {
-                simdTile(codec, row, job, m, InlineArray<1, SIMD8<Float>>(repeating: .zero), r)
+                simdTile(codec, row, job, m, InlineArray<1, SIMD8<Float>>(repeating: .zero), r, sums)
                 m += 1
             }
         }
@@ -114,34 +141,59 @@ func simdRows<C: BlockCodec>(_ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<I
 
 /// One row against tokens `m0 ..< m0 + T`.
 ///
-/// Per (row, token) the arithmetic is fixed: for each 32-element chunk c (in order),
-/// `acc += (w0·x0 + w1·x1) + (w2·x2 + w3·x3)` (products fused into the first addition, 8 lanes),
-/// then a fixed pairwise sum of the 8 lanes, plus a sequential tail for plain formats whose rows
-/// are not a multiple of 32. Nothing depends on T, on the other tokens or on the thread, which is
-/// what makes the result batch-invariant. The pairwise form inside a chunk keeps the dependency
-/// chain through `acc` to one addition per chunk, so a single accumulator per token suffices.
+/// Per (row, token) the arithmetic is fixed. For each 32-element chunk c, in order, with the
+/// chunk's small-integer values v, scale s and offset o (see ``QuantChunk``):
+/// `p = (v0·x0 + v1·x1) + (v2·x2 + v3·x3)` (products fused into the first additions, 8 lanes),
+/// `acc = acc + p·s` (one fused multiply-add); separately `off = off + o·Σx_c` (one scalar fused
+/// multiply-add per token, Σx_c precomputed; LLVM packs a tile's T of them into one vector
+/// instruction, which rounds each lane exactly as the scalar one). Then
+/// y = (pairwise sum of acc's lanes) + off, plus a sequential tail for plain formats whose rows
+/// are not a multiple of 32. Nothing depends on T, the other tokens or the thread, which makes
+/// the result batch-invariant.
+///
+/// Cost per 32 weights: about 10 instructions to unpack and convert (shared by the tile's
+/// tokens), then 5 multiply-adds per token. At T = 1 the unpacking dominates and the row streams
+/// at 9–10 GB/s per core; at T = 8 the multiply-add ports are the limit (~65 GFLOP/s per core).
 @inline(__always)
 func simdTile<C: BlockCodec, let T: Int>(
     _: C.Type, _ row: UnsafeRawPointer, _ job: SIMDMatmul, _ m0: Int,
-    _ zero: InlineArray<T, SIMD8<Float>>, _ r: Int
+    _ zero: InlineArray<T, SIMD8<Float>>, _ r: Int, _ sums: UnsafeMutablePointer<Float>?
 ) {
     var acc = zero
+    var off = InlineArray<T, Float>(repeating: 0)
     let cols = job.weights.cols
     let blocks = cols / C.elements
+    let tokens = job.tokens
     let x = UnsafeRawPointer(job.input + m0 &* job.inputStride)
     let xStride = job.inputStride &* 4
+    var tileSums = C.hasOffset ? sums.unsafelyUnwrapped + m0 : UnsafeMutablePointer<Float>(bitPattern: 16)!
     var p = row
     var offset = 0  // byte offset into an activation row
     for _ in 0..<blocks {
         let h = C.header(p)
         for j in 0..<C.chunks {
-            let w = C.chunk(p, h, j, FusedRounding.self)
+            let q = C.chunk(p, h, j)
+            let v = q.values
             var xt = x + offset
             for t in 0..<T {
-                let a = (w.v0 * floats8(xt, 0)).addingProduct(w.v1, floats8(xt, 32))
-                let b = (w.v2 * floats8(xt, 64)).addingProduct(w.v3, floats8(xt, 96))
-                acc[t] = acc[t] + (a + b)
+                let a = (v.v0 * floats8(xt, 0)).addingProduct(v.v1, floats8(xt, 32))
+                let b = (v.v2 * floats8(xt, 64)).addingProduct(v.v3, floats8(xt, 96))
+                if C.isPlain {
+                    acc[t] = acc[t] + (a + b)
+                } else if C.splitScale {
+                    acc[t] = acc[t] + (a * SIMD8<Float>(repeating: q.scale)).addingProduct(b, SIMD8<Float>(repeating: q.scale2))
+                } else {
+                    acc[t] = acc[t].addingProduct(a + b, SIMD8<Float>(repeating: q.scale))
+                }
                 xt += xStride
+            }
+            if C.hasOffset {
+                // The same scalar fused multiply-add per token; LLVM packs the T lanes into one
+                // vector instruction.
+                for t in 0..<T {
+                    off[t] = off[t].addingProduct(q.offset, tileSums[t])
+                }
+                tileSums += tokens
             }
             offset &+= 128
         }
@@ -150,11 +202,12 @@ func simdTile<C: BlockCodec, let T: Int>(
     let tail = blocks * C.elements
     for t in 0..<T {
         var sum = horizontalSum(acc[t])
+        if C.hasOffset { sum += off[t] }
         if tail < cols {
             let xt = job.input + (m0 + t) &* job.inputStride
             var rest: Float = 0
-            for c in tail..<cols {
-                rest = rest.addingProduct(C.element(row, c), xt[c])
+            for i in tail..<cols {
+                rest = rest.addingProduct(C.element(row, i), xt[i])
             }
             sum += rest
         }
@@ -190,7 +243,9 @@ func blasMatmul(
     let job = SIMDMatmul(weights: w, input: input, inputStride: inputStride, output: output, outputStride: outputStride, tokens: tokens)
     let cols = w.cols
     let tile = blasTileRows
-    pool.parallelFor(count: w.rows, granularity: tile) { range, worker in
+    // Split rows evenly in granules of 16 (not whole tiles: 576 rows are 9 tiles of 64, which
+    // would split 5:4 between two threads), then walk each share tile by tile.
+    pool.parallelFor(count: w.rows, granularity: 16) { range, worker in
         let scratch = pool.scratch(worker: worker, count: tile * cols)
         var start = range.lowerBound
         while start < range.upperBound {

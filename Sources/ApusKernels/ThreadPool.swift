@@ -212,7 +212,8 @@ private final class PoolState: @unchecked Sendable {
     }
 
     func workerLoop(index: Int) {
-        var seen = generation.load(ordering: .acquiring)
+        // Not the current value: a job may have been published before this thread got to run.
+        var seen = 0
         while true {
             var current = generation.load(ordering: .acquiring)
             if current == seen {

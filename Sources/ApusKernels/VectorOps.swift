@@ -12,9 +12,10 @@
 // Long reductions (sums over a row) add 8-lane float partial sums into a Double every 256
 // elements, so the rounding error grows with 256/32, not with the row length.
 //
-// Avoided on purpose: `pointwiseMax` and SIMD float→int conversions, which the standard library
-// implements lane by lane with NaN checks; `replacing(with:where:)` and bit tricks compile to
-// single instructions.
+// Avoided on purpose: `pointwiseMax`, SIMD float→int conversions and `replacing(with:where:)` in
+// loop-carried values: the standard library implements them generically (NaN checks, mask
+// lanes), and LLVM then splits 8-lane values into 2-lane pieces (argmax ran 5× slower). Plain
+// lane loops (`b[i] > a[i] ? b[i] : a[i]`) compile to single instructions (vmaxps, vblendvps).
 
 @inline(__always)
 func load8(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD8<Float> {
@@ -26,16 +27,19 @@ func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
     UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD8<Float>.self)
 }
 
+/// Lane-wise maximum (vmaxps); a NaN in `b` never replaces `a`.
 @inline(__always)
 func laneMax(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
-    a.replacing(with: b, where: b .> a)
+    var r = a
+    for i in 0..<8 { r[i] = b[i] > a[i] ? b[i] : a[i] }
+    return r
 }
 
 @inline(__always)
 func horizontalMax(_ v: SIMD8<Float>) -> Float {
-    let four = SIMD4<Float>(v.lowHalf).replacing(with: v.highHalf, where: v.highHalf .> v.lowHalf)
-    let two = four.lowHalf.replacing(with: four.highHalf, where: four.highHalf .> four.lowHalf)
-    return two[1] > two[0] ? two[1] : two[0]
+    var best = v[0]
+    for i in 1..<8 where v[i] > best { best = v[i] }
+    return best
 }
 
 /// e^x for 8 lanes (Cephes `expf`: range reduction by ln 2 in two parts, degree-5 polynomial
@@ -46,7 +50,10 @@ func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
     let upper = SIMD8<Float>(repeating: 89)
     let lower = SIMD8<Float>(repeating: -104)
     // The comparisons are false for NaN, which therefore passes through to the result.
-    let clamped = x.replacing(with: upper, where: x .> upper).replacing(with: lower, where: x .< lower)
+    var clamped = x
+    for i in 0..<8 {
+        clamped[i] = x[i] > upper[i] ? upper[i] : (x[i] < lower[i] ? lower[i] : x[i])
+    }
     // n = round(x / ln 2) through the 1.5·2^23 trick: the fused add rounds x·log2(e) to an
     // integer held in the low mantissa bits (no float→int conversion needed).
     let magic = SIMD8<Float>(repeating: 12_582_912)
@@ -75,51 +82,31 @@ func exp1(_ x: Float) -> Float {
     exp8(SIMD8<Float>(repeating: x))[0]
 }
 
-/// Adds 8-lane partial sums into a Double every 256 elements (see the file comment).
-struct BlockedSum {
-    var total: Double = 0
-    var lanes = SIMD8<Float>()
-    var pending = 0
-
-    /// Adds `v`, a partial sum of `elements` elements.
-    @inline(__always)
-    mutating func add(_ v: SIMD8<Float>, elements: Int = 8) {
-        lanes += v
-        pending &+= elements
-        if pending >= 256 { flush() }
-    }
-
-    @inline(__always)
-    mutating func flush() {
+/// Σ f(i) over the 8-lane groups i = 0, 8, … below `count & ~7`: 8-lane float partial sums,
+/// added into a Double every 256 elements (see the file comment). Returns the sum and the index
+/// where the scalar tail starts.
+@inline(__always)
+func blockedSum(count: Int, _ f: (Int) -> SIMD8<Float>) -> (Double, Int) {
+    let end = count & ~7
+    var total = 0.0
+    var i = 0
+    while i < end {
+        let blockEnd = min(end, i + 256)
+        var lanes = SIMD8<Float>()
+        while i < blockEnd {
+            lanes += f(i)
+            i += 8
+        }
         total += Double(horizontalSum(lanes))
-        lanes = SIMD8<Float>()
-        pending = 0
     }
-
-    @inline(__always)
-    mutating func result() -> Double {
-        flush()
-        return total
-    }
+    return (total, end)
 }
 
 // MARK: - Public kernels
 
 /// Σ a[i]·b[i], accumulated as 8-lane floats flushed into a Double every 256 elements.
 public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-    var sum = BlockedSum()
-    var i = 0
-    while i + 32 <= count {
-        var s = (load8(a, i) * load8(b, i)).addingProduct(load8(a, i + 8), load8(b, i + 8))
-        s = s.addingProduct(load8(a, i + 16), load8(b, i + 16)).addingProduct(load8(a, i + 24), load8(b, i + 24))
-        sum.add(s, elements: 32)
-        i += 32
-    }
-    while i + 8 <= count {
-        sum.add(load8(a, i) * load8(b, i))
-        i += 8
-    }
-    var total = sum.result()
+    var (total, i) = blockedSum(count: count) { i in load8(a, i) * load8(b, i) }
     while i < count {
         total += Double(a[i] * b[i])
         i += 1
@@ -139,14 +126,10 @@ public func rmsNorm(
     for row in 0..<rows {
         let x = input + row * inputStride
         let y = output + row * outputStride
-        var sum = BlockedSum()
-        var i = 0
-        while i + 8 <= count {
+        var (squares, i) = blockedSum(count: count) { i in
             let v = load8(x, i)
-            sum.add(v * v)
-            i += 8
+            return v * v
         }
-        var squares = sum.result()
         for j in i..<count {
             squares += Double(x[j] * x[j])
         }
@@ -230,20 +213,16 @@ public func silu(_ x: UnsafeMutablePointer<Float>, count: Int) {
     for j in i..<count { x[j] = x[j] / (1 + exp1(-x[j])) }
 }
 
-/// The largest of `x[0..<count]`.
+/// The largest of `x[0..<count]`, ignoring NaNs (−∞ if there is nothing else).
 public func maximum(_ x: UnsafePointer<Float>, count: Int) -> Float {
     precondition(count > 0)
+    var m = SIMD8<Float>(repeating: -.infinity)
     var i = 0
-    var best = -Float.infinity
-    if count >= 8 {
-        var m = load8(x, 0)
-        i = 8
-        while i + 8 <= count {
-            m = laneMax(m, load8(x, i))
-            i += 8
-        }
-        best = horizontalMax(m)
+    while i + 8 <= count {
+        m = laneMax(m, load8(x, i))
+        i += 8
     }
+    var best = horizontalMax(m)
     while i < count {
         if x[i] > best { best = x[i] }
         i += 1
@@ -258,15 +237,11 @@ public func softmax(_ x: UnsafeMutablePointer<Float>, count: Int, rows: Int = 1,
         let v = x + row * stride
         let m = maximum(v, count: count)
         let mv = SIMD8<Float>(repeating: m)
-        var sum = BlockedSum()
-        var i = 0
-        while i + 8 <= count {
+        var (total, i) = blockedSum(count: count) { i in
             let e = exp8(load8(v, i) - mv)
             store8(e, v, i)
-            sum.add(e)
-            i += 8
+            return e
         }
-        var total = sum.result()
         for j in i..<count {
             v[j] = exp1(v[j] - m)
             total += Double(v[j])
@@ -280,50 +255,25 @@ public func logSoftmax(_ x: UnsafePointer<Float>, count: Int, index: Int) -> Flo
     precondition(index >= 0 && index < count)
     let m = maximum(x, count: count)
     let mv = SIMD8<Float>(repeating: m)
-    var sum = BlockedSum()
-    var i = 0
-    while i + 8 <= count {
-        sum.add(exp8(load8(x, i) - mv))
-        i += 8
-    }
-    var total = sum.result()
+    var (total, i) = blockedSum(count: count) { i in exp8(load8(x, i) - mv) }
     for j in i..<count { total += Double(exp1(x[j] - m)) }
     return Float(Double(x[index] - m) - log(total))
 }
 
-/// The index of the largest of `x[0..<count]` (the first one on ties; NaNs never win).
+/// The index of the largest of `x[0..<count]` (the first one on ties; NaNs never win; 0 when
+/// every element is NaN). Two passes: a vector maximum, then the first position holding it.
 public func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
     precondition(count > 0)
-    var bestValue = -Float.infinity
-    var bestIndex = 0
+    let best = maximum(x, count: count)
+    let target = SIMD8<Float>(repeating: best)
     var i = 0
-    if count >= 8 && count <= Int(Int32.max) {
-        var values = SIMD8<Float>(repeating: -.infinity)
-        var indices = SIMD8<Int32>(repeating: 0)
-        var current = SIMD8<Int32>(0, 1, 2, 3, 4, 5, 6, 7)
-        let step = SIMD8<Int32>(repeating: 8)
-        while i + 8 <= count {
-            let v = load8(x, i)
-            let better = v .> values
-            values.replace(with: v, where: better)
-            indices.replace(with: current, where: better)
-            current &+= step
-            i += 8
-        }
-        // The first lane holding the maximum value, by index.
-        bestValue = horizontalMax(values)
-        var first = Int32.max
-        for lane in 0..<8 where values[lane] == bestValue && indices[lane] < first {
-            first = indices[lane]
-        }
-        if first != Int32.max { bestIndex = Int(first) } else { bestValue = -.infinity }
+    while i + 8 <= count {
+        if any(load8(x, i) .== target) { break }
+        i += 8
     }
     while i < count {
-        if x[i] > bestValue {
-            bestValue = x[i]
-            bestIndex = i
-        }
+        if x[i] == best { return i }
         i += 1
     }
-    return bestIndex
+    return 0
 }

@@ -4,17 +4,20 @@ import XCTest
 
 /// The matmul kernels against a float64 product of ApusFormats' reference dequantisation.
 ///
-/// Error bounds. The SIMD kernel's weights are ggml's dequantised values up to the rounding of
-/// the dequantisation itself (one fused multiply-add instead of ggml's multiply then add: for
-/// affine formats the two differ by at most one rounding of |q·d| ≤ |w| + |m|), and every product
-/// w·x then goes through at most k = cols/32 + 6 roundings (the product fused into a pairwise add,
-/// a second pairwise add, one accumulator addition per 32-element chunk, three horizontal adds),
-/// plus one per element of a plain-format tail. So |y − y_ref| ≤ γ_k·Σ|w·x| + 2u·Σ(|w| + |m|)·|x|.
-/// The second term is bounded in the test by 2u·Σ|w·x| + 2u·Σ|m|·|x| with |m| ≤ `offsetBound`
-/// (the largest minimum the test data can hold). The BLAS path dequantises exactly as ggml and
-/// leaves the order to OpenBLAS: each product goes through at most cols + 2 roundings whatever
-/// the blocking, so |y − y_ref| ≤ γ_(cols+2)·Σ|w·x|. These are worst-case bounds; the observed
-/// errors are far smaller (printed as the largest ratio error / bound).
+/// Error bounds (u = 2^−24, γ_k = k·u/(1 − k·u)). The SIMD kernel computes, per 32-element chunk
+/// c with small integers v, scale s_c and offset o_c (w = v·s_c + o_c),
+/// y = Σ_c s_c·(Σ_i v_i·x_i) + Σ_c o_c·(Σ_i x_i). Each product v·x goes through at most
+/// k = cols/32 + 8 roundings (fused product, two pairwise additions, the scale's multiply-add,
+/// one accumulator addition per chunk, three horizontal additions, the final + offsets), plus
+/// one per element of a plain-format tail; each chunk sum Σx through at most as many. The
+/// reference weights are ggml's, w_ref = fl(fl(v·s) + o), within u·|v·s| + u·|w| ≤ 2u·|w| + u·|o|
+/// of v·s + o. With |v·s| ≤ |w| + |o|:
+///   |y − Σ w_ref·x| ≤ (γ_k + 2u)·Σ|w·x| + (2γ_k + u)·Σ|o|·|x|,
+/// where the test bounds |o| by `offsetBound` (the largest offset its random data can hold).
+/// The BLAS path dequantises exactly as ggml and leaves the order to OpenBLAS: each product
+/// goes through at most cols + 2 roundings whatever the blocking, so
+/// |y − y_ref| ≤ γ_(cols+2)·Σ|w·x|. These are worst-case bounds; the observed errors are far
+/// smaller (the largest ratio error / bound is printed).
 final class MatmulTests: XCTestCase {
     static let tokenCounts = [1, 2, 3, 7, 8, 33, 100]
 
@@ -28,7 +31,8 @@ final class MatmulTests: XCTestCase {
         }
     }
 
-    /// The largest |minimum| an element of the random test data can carry (see TestMatrix).
+    /// The largest |offset| a chunk of the random test data can carry (see TestMatrix): Q4_1's m,
+    /// the K-quants' dmin·min (6-bit min). Q4_0 and Q6_K subtract their bias in integers.
     static func offsetBound(_ format: WeightFormat) -> Double {
         switch format {
         case .q4_1: return 0.2
@@ -68,8 +72,8 @@ final class MatmulTests: XCTestCase {
                 if path == .blas {
                     bound = gamma(cols + 2) * magnitude
                 } else {
-                    let k = cols / 32 + 6 + cols % 32 + 1
-                    bound = (gamma(k) + 2 * u) * magnitude + 2 * u * Self.offsetBound(format) * xMagnitude
+                    let k = cols / 32 + 8 + cols % 32 + 1
+                    bound = (gamma(k) + 2 * u) * magnitude + (2 * gamma(k) + u) * Self.offsetBound(format) * xMagnitude
                 }
                 let error = abs(got - want)
                 worst = max(worst, error / bound)
@@ -219,7 +223,8 @@ final class MatmulTests: XCTestCase {
                         // The bounds of the file comment, with this tensor's own minimums.
                         let bound = path == .blas
                             ? gamma(cols + 2) * magnitude
-                            : (gamma(cols / 32 + 7) + 2 * unitRoundoff) * magnitude + 2 * unitRoundoff * offsetMagnitude
+                            : (gamma(cols / 32 + 8) + 2 * unitRoundoff) * magnitude
+                                + (2 * gamma(cols / 32 + 8) + unitRoundoff) * offsetMagnitude
                         let error = abs(Double(y[m * rows + r]) - sum)
                         worst = max(worst, error / bound)
                         XCTAssertLessThanOrEqual(error, bound, "\(path) y[\(m)][\(r)]")
