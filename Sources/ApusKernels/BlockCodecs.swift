@@ -35,14 +35,18 @@ protocol BlockCodec {
     static var bytes: Int { get }
     /// Values are the weights (f32, f16, bf16): no scale, no offset.
     static var isPlain: Bool { get }
-    /// Chunks have a non-zero offset (Q4_1, Q4_K, Q5_K).
+    /// Chunks have a non-zero offset (Q4_0, Q4_1, Q4_K, Q5_K).
     static var hasOffset: Bool { get }
     /// `scale2` differs from `scale` (Q6_K).
     static var splitScale: Bool { get }
+    /// Chunks the matmul decodes per loop step in a super-block (1, 2 or 4). Larger steps make
+    /// the chunk's position constant (nibble halves, bit shifts), but LLVM's SLP vectoriser may
+    /// then vectorise across the step's chunks instead of within them; measured per format.
+    static var chunkUnroll: Int { get }
     static func header(_ block: UnsafeRawPointer) -> Header
     static func chunk(_ block: UnsafeRawPointer, _ header: Header, _ j: Int) -> QuantChunk
-    /// Only the offset of chunk `j` (for the matmul's separate offset pass).
-    static func offset(_ block: UnsafeRawPointer, _ header: Header, _ j: Int) -> Float
+    /// Chunk `j` dequantised exactly as ggml's `dequantize_row_*`.
+    static func dequantized(_ block: UnsafeRawPointer, _ header: Header, _ j: Int) -> Chunk32
     /// Element `index` of a row of a plain format (for rows that are not a multiple of 32 long).
     static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float
 }
@@ -52,7 +56,7 @@ extension BlockCodec {
     static var isPlain: Bool { false }
     static var hasOffset: Bool { false }
     static var splitScale: Bool { false }
-    static func offset(_ block: UnsafeRawPointer, _ header: Header, _ j: Int) -> Float { 0 }
+    static var chunkUnroll: Int { 4 }
     static func element(_ row: UnsafeRawPointer, _ index: Int) -> Float {
         preconditionFailure("quantized rows are whole blocks")
     }
@@ -93,6 +97,15 @@ func loadHalfPair(_ p: UnsafeRawPointer, _ offset: Int) -> SIMD2<Float> {
     // conversion for the upper one).
     let bits = SIMD4<UInt32>(p.loadUnaligned(fromByteOffset: offset, as: UInt32.self), 0, 0, 0)
     return float(unsafeBitCast(bits, to: SIMD8<Float16>.self)).lowHalf.lowHalf
+}
+
+/// One f16 value at `offset`, widened, without reading past it (where the next bytes are loaded as
+/// quants: an overlapping pair load made LLVM merge the two loads into a shuffle mess) and without
+/// `vpinsrw`'s false dependency: movzwl, vmovd, vcvtph2ps.
+@inline(__always)
+func loadHalfAlone(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
+    let bits = SIMD4<UInt32>(UInt32(p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)), 0, 0, 0)
+    return float(unsafeBitCast(bits, to: SIMD8<Float16>.self))[0]
 }
 
 /// Eight bytes at `offset`, zero-extended to 32-bit lanes (one `vpmovzxbd`).
@@ -178,27 +191,36 @@ enum Q8_0Codec: BlockCodec {
     }
     @inline(__always)
     static func chunk(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> QuantChunk {
-        let d = loadHalfPair(p, 0)[0]
+        let d = loadHalfAlone(p, 0)
         return QuantChunk(values: Chunk32(v0: s8(p, 2), v1: s8(p, 10), v2: s8(p, 18), v3: s8(p, 26)), scale: d, scale2: d, offset: 0)
     }
 }
 
 /// Q4_0: f16 d, 16 bytes; byte i holds element i (low nibble) and i + 16 (high); w = (q − 8)·d.
-/// (q − 8 is formed in integers, so v·d rounds once, exactly as ggml does.)
+/// The matmul takes it as v = q with offset −8·d (like Q4_1: subtracting 8 from every value
+/// costs 4 instructions per chunk, the offset one per token); the exact dequantisation keeps
+/// ggml's single rounding of (q − 8)·d.
 enum Q4_0Codec: BlockCodec {
     static var elements: Int { 32 }
     static var bytes: Int { 18 }
+    static var hasOffset: Bool { true }
     @inline(__always) static func header(_ block: UnsafeRawPointer) {}
     @inline(__always)
     static func chunk(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> QuantChunk {
-        let d = loadHalfPair(p, 0)[0]
+        let d = loadHalfAlone(p, 0)
         let a = bytes8(p, 2)
         let b = bytes8(p, 10)
-        let eight = SIMD8<Int32>(repeating: 8)
-        let values = Chunk32(
-            v0: float((a & 15) &- eight), v1: float((b & 15) &- eight),
-            v2: float((a &>> 4) &- eight), v3: float((b &>> 4) &- eight))
-        return QuantChunk(values: values, scale: d, scale2: d, offset: 0)
+        let values = Chunk32(v0: float(a & 15), v1: float(b & 15), v2: float(a &>> 4), v3: float(b &>> 4))
+        return QuantChunk(values: values, scale: d, scale2: d, offset: -8 * d)
+    }
+    @inline(__always)
+    static func dequantized(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> Chunk32 {
+        let q = chunk(p, h, j)
+        let d = SIMD8<Float>(repeating: q.scale)
+        let eight = SIMD8<Float>(repeating: 8)
+        return Chunk32(
+            v0: (q.values.v0 - eight) * d, v1: (q.values.v1 - eight) * d,
+            v2: (q.values.v2 - eight) * d, v3: (q.values.v3 - eight) * d)
     }
 }
 
@@ -216,10 +238,6 @@ enum Q4_1Codec: BlockCodec {
         let values = Chunk32(v0: float(a & 15), v1: float(b & 15), v2: float(a &>> 4), v3: float(b &>> 4))
         return QuantChunk(values: values, scale: dm[0], scale2: dm[0], offset: dm[1])
     }
-    @inline(__always)
-    static func offset(_ p: UnsafeRawPointer, _ h: Void, _ j: Int) -> Float {
-        loadHalfPair(p, 0)[1]
-    }
 }
 
 // MARK: - K-quants (256-element super-blocks, 8 sub-blocks of 32)
@@ -231,27 +249,25 @@ struct KScales {
 }
 
 /// Unpacks the 12 bytes of 6-bit scales and minimums shared by Q4_K and Q5_K (ggml's
-/// `get_scale_min_k4`) and multiplies them by d and dmin, as ggml does before use.
+/// `get_scale_min_k4`) and multiplies them by d and dmin, as ggml does before use. Written with
+/// 32-bit word masks (as ggml's SIMD paths do) rather than byte by byte: lane-by-lane inserts here
+/// sent LLVM's SLP vectoriser into 2-lane code for the whole block loop.
 @inline(__always)
 func kScales(_ block: UnsafeRawPointer) -> KScales {
     let dm = loadHalfPair(block, 0)
-    let s = block + 4
-    var sc = SIMD8<Int32>()
-    var mn = SIMD8<Int32>()
-    for j in 0..<4 {
-        sc[j] = Int32(s.load(fromByteOffset: j, as: UInt8.self) & 63)
-        mn[j] = Int32(s.load(fromByteOffset: j + 4, as: UInt8.self) & 63)
-    }
-    for j in 4..<8 {
-        let low = s.load(fromByteOffset: j + 4, as: UInt8.self)
-        let scaleHigh = s.load(fromByteOffset: j - 4, as: UInt8.self) >> 6
-        let minHigh = s.load(fromByteOffset: j, as: UInt8.self) >> 6
-        sc[j] = Int32((low & 0x0F) | (scaleHigh << 4))
-        mn[j] = Int32((low >> 4) | (minHigh << 4))
-    }
-    return KScales(
-        scale: SIMD8<Float>(repeating: dm[0]) * float(sc),
-        minimum: SIMD8<Float>(repeating: dm[1]) * float(mn))
+    let w0 = block.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+    let w1 = block.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+    let w2 = block.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+    let low6: UInt32 = 0x3F3F_3F3F
+    let low4: UInt32 = 0x0F0F_0F0F
+    let low2: UInt32 = 0x0303_0303
+    // Bytes 0–3: scales 0–3, bytes 4–7: scales 4–7 (low 4 bits from w2, high 2 from w0's tops).
+    let scales = UInt64(w0 & low6) | UInt64((w2 & low4) | (((w0 >> 6) & low2) << 4)) << 32
+    // Minimums 0–3 in w1's low 6 bits; 4–7 from w2's high nibbles and w1's tops.
+    let minimums = UInt64(w1 & low6) | UInt64(((w2 >> 4) & low4) | (((w1 >> 6) & low2) << 4)) << 32
+    let sc = float(widen(unsafeBitCast(scales, to: SIMD8<UInt8>.self)))
+    let mn = float(widen(unsafeBitCast(minimums, to: SIMD8<UInt8>.self)))
+    return KScales(scale: SIMD8<Float>(repeating: dm[0]) * sc, minimum: SIMD8<Float>(repeating: dm[1]) * mn)
 }
 
 /// Q4_K: f16 d, f16 dmin, 12 bytes scales, 128 bytes nibbles. Sub-block j uses bytes
@@ -260,6 +276,8 @@ enum Q4_KCodec: BlockCodec {
     static var elements: Int { 256 }
     static var bytes: Int { 144 }
     static var hasOffset: Bool { true }
+    /// Unrolled by 4, LLVM vectorised across the four chunks (2.3× slower); rolled is fastest.
+    static var chunkUnroll: Int { 1 }
     @inline(__always) static func header(_ block: UnsafeRawPointer) -> KScales { kScales(block) }
     @inline(__always)
     static func chunk(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int) -> QuantChunk {
@@ -271,8 +289,6 @@ enum Q4_KCodec: BlockCodec {
         let values = Chunk32(v0: nibbles(0), v1: nibbles(8), v2: nibbles(16), v3: nibbles(24))
         return QuantChunk(values: values, scale: h.scale[j], scale2: h.scale[j], offset: -h.minimum[j])
     }
-    @inline(__always)
-    static func offset(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int) -> Float { -h.minimum[j] }
 }
 
 /// Q5_K: as Q4_K, plus 32 bytes `qh` (offset 16) whose bit j of byte l is the fifth bit of
@@ -295,8 +311,6 @@ enum Q5_KCodec: BlockCodec {
         let chunk = Chunk32(v0: values(0), v1: values(8), v2: values(16), v3: values(24))
         return QuantChunk(values: chunk, scale: h.scale[j], scale2: h.scale[j], offset: -h.minimum[j])
     }
-    @inline(__always)
-    static func offset(_ p: UnsafeRawPointer, _ h: KScales, _ j: Int) -> Float { -h.minimum[j] }
 }
 
 /// Q6_K: 128 bytes `ql`, 64 bytes `qh`, 16 int8 scales, f16 d (at 208). Sub-block j = 4·n + k

@@ -1,4 +1,5 @@
 import COpenBLAS
+import Glibc
 
 /// Which implementation ``matmul(_:input:inputStride:output:outputStride:tokens:pool:path:)`` uses.
 public enum MatmulPath: Sendable, Equatable {
@@ -84,17 +85,45 @@ struct SIMDMatmulRows: CodecVisitor {
     let pool: ThreadPool
     let worker: Int
     func visit<C: BlockCodec>(_ codec: C.Type) {
+        let layout = SIMDLayout(codec, job)
+        // One scratch per worker (threads share nothing writable): the segment accumulators,
+        // then Σx of every 32-element chunk of every token for the offset terms (each worker
+        // computes its own copy: M·cols additions, noise next to the M·rows·cols of the product).
+        let chunks = job.weights.cols / 32
+        let accFloats = layout.segmented ? 9 * rowGroup * job.tokens : 0
+        let sumFloats = C.hasOffset ? job.tokens * chunks : 0
+        let scratch = pool.scratch(worker: worker, count: max(1, accFloats + sumFloats))
         var sums: UnsafeMutablePointer<Float>? = nil
         if C.hasOffset {
-            // Σx of every 32-element chunk of every token, for the offset terms. Each worker
-            // computes its own copy (M·cols additions, noise next to the M·rows·cols of the
-            // product) in its own scratch, so the threads share nothing writable.
-            let chunks = job.weights.cols / 32
-            let buffer = pool.scratch(worker: worker, count: job.tokens * chunks)
-            chunkSums(job.input, stride: job.inputStride, tokens: job.tokens, chunks: chunks, into: buffer)
-            sums = buffer
+            sums = scratch + accFloats
+            chunkSums(job.input, stride: job.inputStride, tokens: job.tokens, chunks: chunks, into: sums!)
         }
-        simdRows(codec, job, rows, sums)
+        if layout.segmented {
+            simdRowsSegmented(codec, job, rows, sums, layout, scratch)
+        } else {
+            simdRows(codec, job, rows, sums)
+        }
+    }
+}
+
+/// Rows processed together when the columns are split into segments.
+let rowGroup = 8
+
+/// Whether and how a matmul splits its columns. Each weight row is multiplied with every token's
+/// activation row: at 8 tokens of 1536 columns that is 48 KB, more than the 32 KB L1, so every
+/// weight row would pull the activations from L2 again (measured: 576×1536 at M = 8 ran 1.5×
+/// slower than 1536×576). Segmented, a group of 8 weight rows runs over the columns in segments
+/// whose activations fit in 16 KB, carrying the accumulators from segment to segment in scratch
+/// memory. The additions happen in the same order, so the results are the same bits.
+struct SIMDLayout {
+    let segmented: Bool
+    let segmentBlocks: Int
+
+    init<C: BlockCodec>(_: C.Type, _ job: SIMDMatmul) {
+        let blocks = job.weights.cols / C.elements
+        let bytesPerBlock = C.elements * 4 * job.tokens  // activations of all tokens
+        segmented = getenv("NOSEG") == nil && job.tokens >= 2 && blocks >= 2 && blocks * bytesPerBlock > 24 * 1024
+        segmentBlocks = max(1, 16 * 1024 / bytesPerBlock)
     }
 }
 
@@ -117,89 +146,179 @@ func chunkSums(_ x: UnsafePointer<Float>, stride: Int, tokens: Int, chunks: Int,
 @inline(never)
 func simdRows<C: BlockCodec>(_ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<Int>, _ sums: UnsafeMutablePointer<Float>?) {
     let w = job.weights
+    let blocks = 0..<(w.cols / C.elements)
     for r in rows {
         let row = w.row(r)
         var m = 0
         while m < job.tokens {
             let left = job.tokens - m
             if left >= 8 {
-                simdTile(codec, row, job, m, InlineArray<8, SIMD8<Float>>(repeating: .zero), r, sums)
+                var acc = InlineArray<8, SIMD8<Float>>(repeating: .zero)
+                var off = InlineArray<8, Float>(repeating: 0)
+                accumulateTile(codec, row, job, m, blocks, &acc, &off, sums)
+                finishTile(codec, row, job, m, acc, off, r)
                 m += 8
             } else if left >= 4 {
-                simdTile(codec, row, job, m, InlineArray<4, SIMD8<Float>>(repeating: .zero), r, sums)
+                var acc = InlineArray<4, SIMD8<Float>>(repeating: .zero)
+                var off = InlineArray<4, Float>(repeating: 0)
+                accumulateTile(codec, row, job, m, blocks, &acc, &off, sums)
+                finishTile(codec, row, job, m, acc, off, r)
                 m += 4
             } else if left >= 2 {
-                simdTile(codec, row, job, m, InlineArray<2, SIMD8<Float>>(repeating: .zero), r, sums)
+                var acc = InlineArray<2, SIMD8<Float>>(repeating: .zero)
+                var off = InlineArray<2, Float>(repeating: 0)
+                accumulateTile(codec, row, job, m, blocks, &acc, &off, sums)
+                finishTile(codec, row, job, m, acc, off, r)
                 m += 2
             } else {
-                simdTile(codec, row, job, m, InlineArray<1, SIMD8<Float>>(repeating: .zero), r, sums)
+                var acc = InlineArray<1, SIMD8<Float>>(repeating: .zero)
+                var off = InlineArray<1, Float>(repeating: 0)
+                accumulateTile(codec, row, job, m, blocks, &acc, &off, sums)
+                finishTile(codec, row, job, m, acc, off, r)
                 m += 1
             }
         }
     }
 }
 
-/// One row against tokens `m0 ..< m0 + T`.
+/// As ``simdRows``, with the columns in segments (see ``SIMDLayout``): for each group of
+/// ``rowGroup`` rows, every segment runs over the group's rows and token tiles, the tiles'
+/// accumulators going to `scratch` (9·rowGroup·tokens floats) between segments.
+@inline(never)
+func simdRowsSegmented<C: BlockCodec>(
+    _ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<Int>, _ sums: UnsafeMutablePointer<Float>?,
+    _ layout: SIMDLayout, _ scratch: UnsafeMutablePointer<Float>
+) {
+    let w = job.weights
+    let blocks = w.cols / C.elements
+    let tokens = job.tokens
+    let accs = UnsafeMutableRawPointer(scratch).bindMemory(to: SIMD8<Float>.self, capacity: rowGroup * tokens)
+    let offs = scratch + 8 * rowGroup * tokens
+    var group = rows.lowerBound
+    while group < rows.upperBound {
+        let groupEnd = min(rows.upperBound, group + rowGroup)
+        accs.initialize(repeating: .zero, count: rowGroup * tokens)
+        offs.initialize(repeating: 0, count: rowGroup * tokens)
+        var b0 = 0
+        while b0 < blocks {
+            let segment = b0..<min(blocks, b0 + layout.segmentBlocks)
+            for r in group..<groupEnd {
+                let row = w.row(r)
+                let base = (r - group) * tokens
+                var m = 0
+                while m < tokens {
+                    let left = tokens - m
+                    if left >= 8 {
+                        segmentTile(codec, row, job, m, segment, accs + base, offs + base, sums, InlineArray<8, SIMD8<Float>>(repeating: .zero))
+                        m += 8
+                    } else if left >= 4 {
+                        segmentTile(codec, row, job, m, segment, accs + base, offs + base, sums, InlineArray<4, SIMD8<Float>>(repeating: .zero))
+                        m += 4
+                    } else if left >= 2 {
+                        segmentTile(codec, row, job, m, segment, accs + base, offs + base, sums, InlineArray<2, SIMD8<Float>>(repeating: .zero))
+                        m += 2
+                    } else {
+                        segmentTile(codec, row, job, m, segment, accs + base, offs + base, sums, InlineArray<1, SIMD8<Float>>(repeating: .zero))
+                        m += 1
+                    }
+                }
+            }
+            b0 = segment.upperBound
+        }
+        for r in group..<groupEnd {
+            let base = (r - group) * tokens
+            for m in 0..<tokens {
+                let acc = InlineArray<1, SIMD8<Float>>(repeating: accs[base + m])
+                let off = InlineArray<1, Float>(repeating: offs[base + m])
+                finishTile(codec, w.row(r), job, m, acc, off, r)
+            }
+        }
+        group = groupEnd
+    }
+}
+
+/// One token tile over one column segment, its accumulators loaded from and stored to scratch.
+@inline(__always)
+func segmentTile<C: BlockCodec, let T: Int>(
+    _ codec: C.Type, _ row: UnsafeRawPointer, _ job: SIMDMatmul, _ m0: Int, _ segment: Range<Int>,
+    _ accs: UnsafeMutablePointer<SIMD8<Float>>, _ offs: UnsafeMutablePointer<Float>,
+    _ sums: UnsafeMutablePointer<Float>?, _ zero: InlineArray<T, SIMD8<Float>>
+) {
+    var acc = zero
+    var off = InlineArray<T, Float>(repeating: 0)
+    for t in 0..<T {
+        acc[t] = accs[m0 + t]
+        off[t] = offs[m0 + t]
+    }
+    accumulateTile(codec, row, job, m0, segment, &acc, &off, sums)
+    for t in 0..<T {
+        accs[m0 + t] = acc[t]
+        offs[m0 + t] = off[t]
+    }
+}
+
+/// Adds blocks `blocks` of one row, against tokens `m0 ..< m0 + T`, into the tile's accumulators.
 ///
 /// Per (row, token) the arithmetic is fixed. For each 32-element chunk c, in order, with the
 /// chunk's small-integer values v, scale s and offset o (see ``QuantChunk``):
 /// `p = (v0·x0 + v1·x1) + (v2·x2 + v3·x3)` (products fused into the first additions, 8 lanes),
 /// `acc = acc + p·s` (one fused multiply-add); separately `off = off + o·Σx_c` (one scalar fused
 /// multiply-add per token, Σx_c precomputed; LLVM packs a tile's T of them into one vector
-/// instruction, which rounds each lane exactly as the scalar one). Then
+/// instruction, which rounds each lane exactly as the scalar one). Then (``finishTile``)
 /// y = (pairwise sum of acc's lanes) + off, plus a sequential tail for plain formats whose rows
-/// are not a multiple of 32. Nothing depends on T, the other tokens or the thread, which makes
-/// the result batch-invariant.
+/// are not a multiple of 32. Nothing depends on T, the other tokens, the column segments or the
+/// thread, which makes the result batch-invariant.
 ///
 /// Cost per 32 weights: about 10 instructions to unpack and convert (shared by the tile's
 /// tokens), then 5 multiply-adds per token. At T = 1 the unpacking dominates and the row streams
 /// at 9–10 GB/s per core; at T = 8 the multiply-add ports are the limit (~65 GFLOP/s per core).
 @inline(__always)
-func simdTile<C: BlockCodec, let T: Int>(
-    _: C.Type, _ row: UnsafeRawPointer, _ job: SIMDMatmul, _ m0: Int,
-    _ zero: InlineArray<T, SIMD8<Float>>, _ r: Int, _ sums: UnsafeMutablePointer<Float>?
+func accumulateTile<C: BlockCodec, let T: Int>(
+    _: C.Type, _ row: UnsafeRawPointer, _ job: SIMDMatmul, _ m0: Int, _ blocks: Range<Int>,
+    _ acc: inout InlineArray<T, SIMD8<Float>>, _ off: inout InlineArray<T, Float>,
+    _ sums: UnsafeMutablePointer<Float>?
 ) {
-    var acc = zero
-    var off = InlineArray<T, Float>(repeating: 0)
-    let cols = job.weights.cols
-    let blocks = cols / C.elements
     let tokens = job.tokens
     let x = UnsafeRawPointer(job.input + m0 &* job.inputStride)
     let xStride = job.inputStride &* 4
-    var tileSums = C.hasOffset ? sums.unsafelyUnwrapped + m0 : UnsafeMutablePointer<Float>(bitPattern: 16)!
-    var p = row
-    var offset = 0  // byte offset into an activation row
-    for _ in 0..<blocks {
+    var tileSums = C.hasOffset
+        ? sums.unsafelyUnwrapped + (m0 &+ blocks.lowerBound &* C.chunks &* tokens)
+        : UnsafeMutablePointer<Float>(bitPattern: 16)!
+    var p = row + blocks.lowerBound &* C.bytes
+    var offset = blocks.lowerBound &* C.elements &* 4  // byte offset into an activation row
+    for _ in blocks {
         let h = C.header(p)
-        for j in 0..<C.chunks {
-            let q = C.chunk(p, h, j)
-            let v = q.values
-            var xt = x + offset
-            for t in 0..<T {
-                let a = (v.v0 * floats8(xt, 0)).addingProduct(v.v1, floats8(xt, 32))
-                let b = (v.v2 * floats8(xt, 64)).addingProduct(v.v3, floats8(xt, 96))
-                if C.isPlain {
-                    acc[t] = acc[t] + (a + b)
-                } else if C.splitScale {
-                    acc[t] = acc[t] + (a * SIMD8<Float>(repeating: q.scale)).addingProduct(b, SIMD8<Float>(repeating: q.scale2))
-                } else {
-                    acc[t] = acc[t].addingProduct(a + b, SIMD8<Float>(repeating: q.scale))
-                }
-                xt += xStride
-            }
-            if C.hasOffset {
-                // The same scalar fused multiply-add per token; LLVM packs the T lanes into one
-                // vector instruction.
-                for t in 0..<T {
-                    off[t] = off[t].addingProduct(q.offset, tileSums[t])
-                }
-                tileSums += tokens
-            }
+        if C.chunks == 1 {
+            tileChunk(C.self, p, h, 0, &acc, &off, x + offset, xStride, &tileSums, tokens)
             offset &+= 128
+        } else if C.chunkUnroll == 1 {
+            for j in 0..<C.chunks {
+                tileChunk(C.self, p, h, j, &acc, &off, x + offset, xStride, &tileSums, tokens)
+                offset &+= 128
+            }
+        } else {
+            // Four chunks per step, so that each chunk's position within a group of four (which
+            // picks nibble halves and bit shifts) is a constant.
+            for g in 0..<(C.chunks / 4) {
+                tileChunk(C.self, p, h, 4 &* g, &acc, &off, x + offset, xStride, &tileSums, tokens)
+                tileChunk(C.self, p, h, 4 &* g &+ 1, &acc, &off, x + (offset &+ 128), xStride, &tileSums, tokens)
+                tileChunk(C.self, p, h, 4 &* g &+ 2, &acc, &off, x + (offset &+ 256), xStride, &tileSums, tokens)
+                tileChunk(C.self, p, h, 4 &* g &+ 3, &acc, &off, x + (offset &+ 384), xStride, &tileSums, tokens)
+                offset &+= 512
+            }
         }
         p += C.bytes
     }
-    let tail = blocks * C.elements
+}
+
+/// Reduces a tile's accumulators and writes y[m0 + t][r].
+@inline(__always)
+func finishTile<C: BlockCodec, let T: Int>(
+    _: C.Type, _ row: UnsafeRawPointer, _ job: SIMDMatmul, _ m0: Int,
+    _ acc: InlineArray<T, SIMD8<Float>>, _ off: InlineArray<T, Float>, _ r: Int
+) {
+    let cols = job.weights.cols
+    let tail = cols / C.elements * C.elements
     for t in 0..<T {
         var sum = horizontalSum(acc[t])
         if C.hasOffset { sum += off[t] }
@@ -212,6 +331,39 @@ func simdTile<C: BlockCodec, let T: Int>(
             sum += rest
         }
         job.output[(m0 + t) &* job.outputStride &+ r] = sum
+    }
+}
+
+/// Chunk `j` of the block at `p` against a tile's tokens (activations at `x`, `xStride` bytes
+/// apart). See ``simdTile`` for the arithmetic.
+@inline(__always)
+func tileChunk<C: BlockCodec, let T: Int>(
+    _: C.Type, _ p: UnsafeRawPointer, _ h: C.Header, _ j: Int,
+    _ acc: inout InlineArray<T, SIMD8<Float>>, _ off: inout InlineArray<T, Float>,
+    _ x: UnsafeRawPointer, _ xStride: Int, _ tileSums: inout UnsafeMutablePointer<Float>, _ tokens: Int
+) {
+    let q = C.chunk(p, h, j)
+    let v = q.values
+    var xt = x
+    for t in 0..<T {
+        let a = (v.v0 * floats8(xt, 0)).addingProduct(v.v1, floats8(xt, 32))
+        let b = (v.v2 * floats8(xt, 64)).addingProduct(v.v3, floats8(xt, 96))
+        if C.isPlain {
+            acc[t] = acc[t] + (a + b)
+        } else if C.splitScale {
+            acc[t] = acc[t] + (a * SIMD8<Float>(repeating: q.scale)).addingProduct(b, SIMD8<Float>(repeating: q.scale2))
+        } else {
+            acc[t] = acc[t].addingProduct(a + b, SIMD8<Float>(repeating: q.scale))
+        }
+        xt += xStride
+    }
+    if C.hasOffset {
+        // The same scalar fused multiply-add per token; LLVM packs the T lanes into one vector
+        // instruction.
+        for t in 0..<T {
+            off[t] = off[t].addingProduct(q.offset, tileSums[t])
+        }
+        tileSums += tokens
     }
 }
 

@@ -82,31 +82,28 @@ func exp1(_ x: Float) -> Float {
     exp8(SIMD8<Float>(repeating: x))[0]
 }
 
-/// Σ f(i) over the 8-lane groups i = 0, 8, … below `count & ~7`: 8-lane float partial sums,
-/// added into a Double every 256 elements (see the file comment). Returns the sum and the index
-/// where the scalar tail starts.
-@inline(__always)
-func blockedSum(count: Int, _ f: (Int) -> SIMD8<Float>) -> (Double, Int) {
-    let end = count & ~7
-    var total = 0.0
-    var i = 0
-    while i < end {
-        let blockEnd = min(end, i + 256)
-        var lanes = SIMD8<Float>()
-        while i < blockEnd {
-            lanes += f(i)
-            i += 8
-        }
-        total += Double(horizontalSum(lanes))
-    }
-    return (total, end)
-}
+/// Elements per float partial sum before it is added into a Double (see the file comment). The
+/// reductions below are written out loop by loop rather than through a helper taking a closure:
+/// the closure would be emitted as a function of its own and, in SwiftPM's multi-threaded
+/// release builds, called per 8 elements instead of inlined.
+let partialSumElements = 256
 
 // MARK: - Public kernels
 
 /// Σ a[i]·b[i], accumulated as 8-lane floats flushed into a Double every 256 elements.
 public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-    var (total, i) = blockedSum(count: count) { i in load8(a, i) * load8(b, i) }
+    let end = count & ~7
+    var total = 0.0
+    var i = 0
+    while i < end {
+        let blockEnd = min(end, i + partialSumElements)
+        var lanes = SIMD8<Float>()
+        while i < blockEnd {
+            lanes = lanes.addingProduct(load8(a, i), load8(b, i))
+            i += 8
+        }
+        total += Double(horizontalSum(lanes))
+    }
     while i < count {
         total += Double(a[i] * b[i])
         i += 1
@@ -126,9 +123,18 @@ public func rmsNorm(
     for row in 0..<rows {
         let x = input + row * inputStride
         let y = output + row * outputStride
-        var (squares, i) = blockedSum(count: count) { i in
-            let v = load8(x, i)
-            return v * v
+        let end = count & ~7
+        var squares = 0.0
+        var i = 0
+        while i < end {
+            let blockEnd = min(end, i + partialSumElements)
+            var lanes = SIMD8<Float>()
+            while i < blockEnd {
+                let v = load8(x, i)
+                lanes = lanes.addingProduct(v, v)
+                i += 8
+            }
+            squares += Double(horizontalSum(lanes))
         }
         for j in i..<count {
             squares += Double(x[j] * x[j])
@@ -237,10 +243,19 @@ public func softmax(_ x: UnsafeMutablePointer<Float>, count: Int, rows: Int = 1,
         let v = x + row * stride
         let m = maximum(v, count: count)
         let mv = SIMD8<Float>(repeating: m)
-        var (total, i) = blockedSum(count: count) { i in
-            let e = exp8(load8(v, i) - mv)
-            store8(e, v, i)
-            return e
+        let end = count & ~7
+        var total = 0.0
+        var i = 0
+        while i < end {
+            let blockEnd = min(end, i + partialSumElements)
+            var lanes = SIMD8<Float>()
+            while i < blockEnd {
+                let e = exp8(load8(v, i) - mv)
+                store8(e, v, i)
+                lanes += e
+                i += 8
+            }
+            total += Double(horizontalSum(lanes))
         }
         for j in i..<count {
             v[j] = exp1(v[j] - m)
@@ -255,7 +270,18 @@ public func logSoftmax(_ x: UnsafePointer<Float>, count: Int, index: Int) -> Flo
     precondition(index >= 0 && index < count)
     let m = maximum(x, count: count)
     let mv = SIMD8<Float>(repeating: m)
-    var (total, i) = blockedSum(count: count) { i in exp8(load8(x, i) - mv) }
+    let end = count & ~7
+    var total = 0.0
+    var i = 0
+    while i < end {
+        let blockEnd = min(end, i + partialSumElements)
+        var lanes = SIMD8<Float>()
+        while i < blockEnd {
+            lanes += exp8(load8(x, i) - mv)
+            i += 8
+        }
+        total += Double(horizontalSum(lanes))
+    }
     for j in i..<count { total += Double(exp1(x[j] - m)) }
     return Float(Double(x[index] - m) - log(total))
 }

@@ -32,9 +32,10 @@ final class MatmulTests: XCTestCase {
     }
 
     /// The largest |offset| a chunk of the random test data can carry (see TestMatrix): Q4_1's m,
-    /// the K-quants' dmin·min (6-bit min). Q4_0 and Q6_K subtract their bias in integers.
+    /// Q4_0's −8·d, the K-quants' dmin·min (6-bit min). Q6_K subtracts its bias in integers.
     static func offsetBound(_ format: WeightFormat) -> Double {
         switch format {
+        case .q4_0: return 8 * 0.02
         case .q4_1: return 0.2
         case .q4_K, .q5_K: return 0.002 * 63
         default: return 0

@@ -177,7 +177,7 @@ func benchFormats() {
     print("\n## Every format, 30 × (1536x576 + 1536x576 + 576x1536) out of cache, M = 1\n")
     for format in WeightFormat.allCases where format != .f32 {
         var ffn: [WeightMatrix] = []
-        let layers = format == .f16 || format == .bf16 ? 10 : 30
+        let layers = 30
         for _ in 0..<layers {
             // K-quant rows are whole 256-element super-blocks: 768 columns stand in for 576.
             ffn.append(makeMatrix(format, rows: 1536, cols: format.blockSize == 256 ? 768 : 576))
@@ -313,14 +313,18 @@ let startCPU = cpuSeconds()
 let startWall = now()
 if arguments.contains("profile") {
     // perf target: M = 1 matvec on one L2-resident Q4_1 matrix, 1 thread, for ~5 s.
-    let w = makeMatrix(.q4_1, rows: 1536, cols: 576)
-    let x = floats(576 * 16)
-    let y = floats(1536 * 16)
+    let names: [String: WeightFormat] = Dictionary(uniqueKeysWithValues: WeightFormat.allCases.map { ("\($0)", $0) })
+    let format = names[getenv("FORMAT").map { String(cString: $0) } ?? "Q4_1"] ?? .q4_1
+    let rows = getenv("ROWS").map { Int(String(cString: $0))! } ?? 1536
+    let cols = getenv("COLS").map { Int(String(cString: $0))! } ?? (format.blockSize == 256 ? 512 : 576)
+    let w = makeMatrix(format, rows: rows, cols: cols)
+    let x = floats(cols * 64)
+    let y = floats(rows * 64)
     let m = Int(CommandLine.arguments.last!) ?? 1
     let start = now()
     var calls = 0
     while now() - start < 5 {
-        for _ in 0..<100 { matmul(w, input: x, inputStride: 576, output: y, outputStride: 1536, tokens: m, pool: pools[1]!, path: .simd) }
+        for _ in 0..<100 { matmul(w, input: x, inputStride: w.cols, output: y, outputStride: w.rows, tokens: m, pool: pools[1]!, path: .simd) }
         calls += 100
     }
     print("µs per call: \((now() - start) / Double(calls) * 1e6)")
