@@ -46,7 +46,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     args = ap.parse_args()
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OPENBLAS_NUM_THREADS="1")
+    env = dict(os.environ)  # each engine sets its own threading; no OMP_WAIT_POLICY (it slows llama.cpp)
     cases = [("prefill 128", 128, 0), ("prefill 512", 512, 0), ("decode 128", 128, 128)]
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:

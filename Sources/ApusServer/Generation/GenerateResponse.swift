@@ -1,5 +1,12 @@
 import ApusModels
 
+extension KeyedEncodingContainer {
+    /// JSON has no NaN or infinity: a log-probability that is missing or not finite is sent as null.
+    mutating func encodeLogprob(_ value: Float?, forKey key: Key) throws {
+        if let value, value.isFinite { try encode(value, forKey: key) } else { try encodeNil(forKey: key) }
+    }
+}
+
 /// TGI's response shapes (`/generate`, `/generate_stream`, `POST /`).
 struct TokenJSON: Encodable {
     var id: Int32
@@ -13,8 +20,7 @@ struct TokenJSON: Encodable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(id, forKey: .id)
         try c.encode(text, forKey: .text)
-        // JSON has no NaN or infinity: a log-probability that is not finite is sent as null.
-        if let logprob, logprob.isFinite { try c.encode(logprob, forKey: .logprob) } else { try c.encodeNil(forKey: .logprob) }
+        try c.encodeLogprob(logprob, forKey: .logprob)
         try c.encode(special, forKey: .special)
     }
 }
@@ -30,7 +36,7 @@ struct PrefillTokenJSON: Encodable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(id, forKey: .id)
         try c.encode(text, forKey: .text)
-        if let logprob, logprob.isFinite { try c.encode(logprob, forKey: .logprob) } else { try c.encodeNil(forKey: .logprob) }
+        try c.encodeLogprob(logprob, forKey: .logprob)
     }
 }
 
