@@ -1,6 +1,12 @@
-// SIMD decoders for ggml's block layouts (ggml-common.h): each turns 32 consecutive elements of a
-// row into four SIMD8<Float> vectors. The matmul, the row lookup and the BLAS tile dequantiser all
-// go through these, so there is one piece of layout code per format.
+// SIMD decoders for ggml's block layouts (ggml-common.h, the same layouts as ApusFormats'
+// scalar reference): each turns 32 consecutive elements of a row into four SIMD8<Float> vectors
+// of small integers plus their scale and offset (``QuantChunk``). The matmul, the row lookup and
+// the BLAS tile dequantiser all go through these, so there is one piece of layout code per
+// format.
+//
+// Several choices below exist only because of what LLVM makes of them; each says so where it is
+// made. Check the benchmark (Benchmarks/kernels) after touching this file: a change that looks
+// neutral can halve the speed of a format.
 
 /// 32 decoded elements: v0 holds elements 0–7, v1 8–15, v2 16–23, v3 24–31.
 struct Chunk32 {
@@ -39,7 +45,7 @@ protocol BlockCodec {
     static var hasOffset: Bool { get }
     /// `scale2` differs from `scale` (Q6_K).
     static var splitScale: Bool { get }
-    /// Chunks the matmul decodes per loop step in a super-block (1, 2 or 4). Larger steps make
+    /// Chunks the matmul decodes per loop step in a super-block (1 or 4). Larger steps make
     /// the chunk's position constant (nibble halves, bit shifts), but LLVM's SLP vectoriser may
     /// then vectorise across the step's chunks instead of within them; measured per format.
     static var chunkUnroll: Int { get }

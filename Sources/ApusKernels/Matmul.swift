@@ -1,9 +1,8 @@
 import COpenBLAS
-import Glibc
 
 /// Which implementation ``matmul(_:input:inputStride:output:outputStride:tokens:pool:path:)`` uses.
 public enum MatmulPath: Sendable, Equatable {
-    /// The SIMD kernel up to ``MatmulPath/defaultBLASThreshold`` tokens, OpenBLAS above.
+    /// The SIMD kernel below ``MatmulPath/defaultBLASThreshold`` tokens, OpenBLAS from there.
     case automatic
     /// The SIMD kernel on the quantized blocks: each output element's reduction order is fixed
     /// (independent of the token count, the thread count and the rows around it), so a row's result
@@ -15,10 +14,10 @@ public enum MatmulPath: Sendable, Equatable {
 
     /// Token count from which `.automatic` switches to OpenBLAS. Measured on the 2-core Zen 4
     /// (Benchmarks/kernels/README.md, Q4_1 1536×576 and 576×1536, 2 threads): the SIMD kernel
-    /// wins clearly up to 4 tokens, is within ±25% of the BLAS path at 8 (ahead on one shape,
-    /// behind on the other), and loses by 1.1–1.6× from 12 on. Decode batches below the
-    /// threshold stay batch-invariant.
-    public static let defaultBLASThreshold = 12
+    /// wins up to 4 tokens (by 10–45%), the BLAS path from 8 (by 8–35%, growing with M); the
+    /// crossover is between. Below the threshold `.automatic` is batch-invariant; callers that
+    /// need invariance for larger decode batches pass `.simd`.
+    public static let defaultBLASThreshold = 8
 }
 
 /// Y = X·Wᵀ for `tokens` rows of activations: `Y[m][r] = Σ_c X[m][c]·W[r][c]`.
@@ -85,45 +84,17 @@ struct SIMDMatmulRows: CodecVisitor {
     let pool: ThreadPool
     let worker: Int
     func visit<C: BlockCodec>(_ codec: C.Type) {
-        let layout = SIMDLayout(codec, job)
-        // One scratch per worker (threads share nothing writable): the segment accumulators,
-        // then Σx of every 32-element chunk of every token for the offset terms (each worker
-        // computes its own copy: M·cols additions, noise next to the M·rows·cols of the product).
-        let chunks = job.weights.cols / 32
-        let accFloats = layout.segmented ? 9 * rowGroup * job.tokens : 0
-        let sumFloats = C.hasOffset ? job.tokens * chunks : 0
-        let scratch = pool.scratch(worker: worker, count: max(1, accFloats + sumFloats))
         var sums: UnsafeMutablePointer<Float>? = nil
         if C.hasOffset {
-            sums = scratch + accFloats
-            chunkSums(job.input, stride: job.inputStride, tokens: job.tokens, chunks: chunks, into: sums!)
+            // Σx of every 32-element chunk of every token, for the offset terms. Each worker
+            // computes its own copy (M·cols additions, noise next to the M·rows·cols of the
+            // product) in its own scratch, so the threads share nothing writable.
+            let chunks = job.weights.cols / 32
+            let buffer = pool.scratch(worker: worker, count: job.tokens * chunks)
+            chunkSums(job.input, stride: job.inputStride, tokens: job.tokens, chunks: chunks, into: buffer)
+            sums = buffer
         }
-        if layout.segmented {
-            simdRowsSegmented(codec, job, rows, sums, layout, scratch)
-        } else {
-            simdRows(codec, job, rows, sums)
-        }
-    }
-}
-
-/// Rows processed together when the columns are split into segments.
-let rowGroup = 8
-
-/// Whether and how a matmul splits its columns. Each weight row is multiplied with every token's
-/// activation row: at 8 tokens of 1536 columns that is 48 KB, more than the 32 KB L1, so every
-/// weight row would pull the activations from L2 again (measured: 576×1536 at M = 8 ran 1.5×
-/// slower than 1536×576). Segmented, a group of 8 weight rows runs over the columns in segments
-/// whose activations fit in 16 KB, carrying the accumulators from segment to segment in scratch
-/// memory. The additions happen in the same order, so the results are the same bits.
-struct SIMDLayout {
-    let segmented: Bool
-    let segmentBlocks: Int
-
-    init<C: BlockCodec>(_: C.Type, _ job: SIMDMatmul) {
-        let blocks = job.weights.cols / C.elements
-        let bytesPerBlock = C.elements * 4 * job.tokens  // activations of all tokens
-        segmented = getenv("NOSEG") == nil && job.tokens >= 2 && blocks >= 2 && blocks * bytesPerBlock > 24 * 1024
-        segmentBlocks = max(1, 16 * 1024 / bytesPerBlock)
+        simdRows(codec, job, rows, sums)
     }
 }
 
@@ -181,82 +152,6 @@ func simdRows<C: BlockCodec>(_ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<I
     }
 }
 
-/// As ``simdRows``, with the columns in segments (see ``SIMDLayout``): for each group of
-/// ``rowGroup`` rows, every segment runs over the group's rows and token tiles, the tiles'
-/// accumulators going to `scratch` (9·rowGroup·tokens floats) between segments.
-@inline(never)
-func simdRowsSegmented<C: BlockCodec>(
-    _ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<Int>, _ sums: UnsafeMutablePointer<Float>?,
-    _ layout: SIMDLayout, _ scratch: UnsafeMutablePointer<Float>
-) {
-    let w = job.weights
-    let blocks = w.cols / C.elements
-    let tokens = job.tokens
-    let accs = UnsafeMutableRawPointer(scratch).bindMemory(to: SIMD8<Float>.self, capacity: rowGroup * tokens)
-    let offs = scratch + 8 * rowGroup * tokens
-    var group = rows.lowerBound
-    while group < rows.upperBound {
-        let groupEnd = min(rows.upperBound, group + rowGroup)
-        accs.initialize(repeating: .zero, count: rowGroup * tokens)
-        offs.initialize(repeating: 0, count: rowGroup * tokens)
-        var b0 = 0
-        while b0 < blocks {
-            let segment = b0..<min(blocks, b0 + layout.segmentBlocks)
-            for r in group..<groupEnd {
-                let row = w.row(r)
-                let base = (r - group) * tokens
-                var m = 0
-                while m < tokens {
-                    let left = tokens - m
-                    if left >= 8 {
-                        segmentTile(codec, row, job, m, segment, accs + base, offs + base, sums, InlineArray<8, SIMD8<Float>>(repeating: .zero))
-                        m += 8
-                    } else if left >= 4 {
-                        segmentTile(codec, row, job, m, segment, accs + base, offs + base, sums, InlineArray<4, SIMD8<Float>>(repeating: .zero))
-                        m += 4
-                    } else if left >= 2 {
-                        segmentTile(codec, row, job, m, segment, accs + base, offs + base, sums, InlineArray<2, SIMD8<Float>>(repeating: .zero))
-                        m += 2
-                    } else {
-                        segmentTile(codec, row, job, m, segment, accs + base, offs + base, sums, InlineArray<1, SIMD8<Float>>(repeating: .zero))
-                        m += 1
-                    }
-                }
-            }
-            b0 = segment.upperBound
-        }
-        for r in group..<groupEnd {
-            let base = (r - group) * tokens
-            for m in 0..<tokens {
-                let acc = InlineArray<1, SIMD8<Float>>(repeating: accs[base + m])
-                let off = InlineArray<1, Float>(repeating: offs[base + m])
-                finishTile(codec, w.row(r), job, m, acc, off, r)
-            }
-        }
-        group = groupEnd
-    }
-}
-
-/// One token tile over one column segment, its accumulators loaded from and stored to scratch.
-@inline(__always)
-func segmentTile<C: BlockCodec, let T: Int>(
-    _ codec: C.Type, _ row: UnsafeRawPointer, _ job: SIMDMatmul, _ m0: Int, _ segment: Range<Int>,
-    _ accs: UnsafeMutablePointer<SIMD8<Float>>, _ offs: UnsafeMutablePointer<Float>,
-    _ sums: UnsafeMutablePointer<Float>?, _ zero: InlineArray<T, SIMD8<Float>>
-) {
-    var acc = zero
-    var off = InlineArray<T, Float>(repeating: 0)
-    for t in 0..<T {
-        acc[t] = accs[m0 + t]
-        off[t] = offs[m0 + t]
-    }
-    accumulateTile(codec, row, job, m0, segment, &acc, &off, sums)
-    for t in 0..<T {
-        accs[m0 + t] = acc[t]
-        offs[m0 + t] = off[t]
-    }
-}
-
 /// Adds blocks `blocks` of one row, against tokens `m0 ..< m0 + T`, into the tile's accumulators.
 ///
 /// Per (row, token) the arithmetic is fixed. For each 32-element chunk c, in order, with the
@@ -266,8 +161,8 @@ func segmentTile<C: BlockCodec, let T: Int>(
 /// multiply-add per token, Σx_c precomputed; LLVM packs a tile's T of them into one vector
 /// instruction, which rounds each lane exactly as the scalar one). Then (``finishTile``)
 /// y = (pairwise sum of acc's lanes) + off, plus a sequential tail for plain formats whose rows
-/// are not a multiple of 32. Nothing depends on T, the other tokens, the column segments or the
-/// thread, which makes the result batch-invariant.
+/// are not a multiple of 32. Nothing depends on T, the other tokens or the thread, which makes
+/// the result batch-invariant.
 ///
 /// Cost per 32 weights: about 10 instructions to unpack and convert (shared by the tile's
 /// tokens), then 5 multiply-adds per token. At T = 1 the unpacking dominates and the row streams

@@ -43,8 +43,9 @@ func horizontalMax(_ v: SIMD8<Float>) -> Float {
 }
 
 /// e^x for 8 lanes (Cephes `expf`: range reduction by ln 2 in two parts, degree-5 polynomial
-/// on [−ln2/2, ln2/2]), within 2 ulp over the whole float range: the power of two is applied in
-/// two halves, so results overflow to +inf and underflow through subnormals to 0 as they should.
+/// on [−ln2/2, ln2/2]), within 2 ulp (1.01 ulp measured over every normal result). The power of
+/// two is applied in two halves, so results overflow to +inf and underflow through subnormals
+/// to 0 as they should; e^−∞ = 0, e^NaN = NaN.
 @inline(__always)
 func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
     let upper = SIMD8<Float>(repeating: 89)

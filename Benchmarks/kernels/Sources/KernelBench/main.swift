@@ -25,6 +25,19 @@ func cpuSeconds() -> Double {
     return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }
 
+/// CPU seconds the whole machine spent busy (user + nice + system + irq + softirq + steal), from
+/// /proc/stat; compared with this process's CPU time it shows whether anything else ran.
+func machineBusySeconds() -> Double {
+    guard let file = fopen("/proc/stat", "r") else { return 0 }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 512)
+    guard fgets(&line, 512, file) != nil else { return 0 }
+    let fields = String(cString: line).split(separator: " ").dropFirst().compactMap { Double($0) }
+    guard fields.count >= 8 else { return 0 }
+    let busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]
+    return busy / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
 func median(_ values: [Double]) -> Double {
     let s = values.sorted()
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
@@ -109,21 +122,31 @@ let readBandwidth = [1: 16.8, 2: 27.7]  // GB/s, PERFORMANCE.md (256 MiB working
 
 func benchPool() {
     print("\n## Pool dispatch overhead (empty parallelFor(count: 2))\n")
-    print("| threads | µs per call |")
-    print("|---|---|")
+    print("| threads | µs per call | µs per call while another thread spins on a core |")
+    print("|---|---|---|")
     for threads in [1, 2] {
         let pool = pools[threads]!
-        var sink = 0
-        let t = measure(runs: 9, iterations: 50_000) {
-            pool.parallelFor(count: 2) { range, _ in
-                if range.count == 99 { sink += 1 }
+        func empty() -> Double {
+            measure(runs: 9, iterations: 20_000) {
+                pool.parallelFor(count: 2) { _, _ in }
             }
         }
-        print("| \(threads) | \(fmt(t * 1e6, 3)) |")
-        if sink == 1 { print("") }
+        let quiet = empty()
+        // A competing busy thread (as another process would be) takes one of the two cores.
+        let stop = UnsafeMutablePointer<Bool>.allocate(capacity: 1)
+        stop.initialize(to: false)
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            let flag = raw!.assumingMemoryBound(to: Bool.self)
+            var x = 0
+            while !UnsafeMutablePointer<Bool>(flag).withMemoryRebound(to: UInt8.self, capacity: 1, { $0.pointee != 0 }) { x &+= 1 }
+            return UnsafeMutableRawPointer(bitPattern: x | 1)
+        }, stop)
+        let contended = empty()
+        stop.pointee = true
+        pthread_join(thread, nil)
+        print("| \(threads) | \(fmt(quiet * 1e6, 3)) | \(fmt(contended * 1e6, 3)) |")
     }
-    // A job with real work: 1536 rows of Q4_1 576 (one FFN gate matvec, L2-resident), the
-    // difference between 2-thread time and half the 1-thread time is the price of splitting.
 }
 
 /// Matvec over a set of matrices in sequence, large enough to fall out of cache; GB/s of weights.
@@ -252,7 +275,7 @@ func benchThreshold() {
     let x = floats(64 * 1536)
     let y = floats(64 * 1536)
     let pool = pools[2]!
-    for m in [1, 2, 4, 8, 12, 16, 24, 32, 48, 64] {
+    for m in [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32, 64] {
         var cells: [String] = []
         for w in [a, b] {
             for path in [MatmulPath.simd, .blas] {
@@ -311,6 +334,7 @@ func wants(_ name: String) -> Bool { all || arguments.contains(name) }
 print("# ApusKernels benchmark")
 let startCPU = cpuSeconds()
 let startWall = now()
+let startMachine = machineBusySeconds()
 if arguments.contains("profile") {
     // perf target: M = 1 matvec on one L2-resident Q4_1 matrix, 1 thread, for ~5 s.
     let names: [String: WeightFormat] = Dictionary(uniqueKeysWithValues: WeightFormat.allCases.map { ("\($0)", $0) })
@@ -351,7 +375,9 @@ if wants("blas") { benchBLAS() }
 if wants("threshold") { benchThreshold() }
 if wants("ops") { benchOps() }
 let wall = now() - startWall
-print("\nprocess CPU \(fmt(cpuSeconds() - startCPU)) s over \(fmt(wall)) s wall; load average at the end: \(loadAverage())")
+let processCPU = cpuSeconds() - startCPU
+let machineCPU = machineBusySeconds() - startMachine
+print("\nprocess CPU \(fmt(processCPU)) s over \(fmt(wall)) s wall; machine busy \(fmt(machineCPU)) CPU-s, so other processes used about \(fmt(max(0, machineCPU - processCPU))) CPU-s (\(fmt(100 * max(0, machineCPU - processCPU) / max(wall, 1e-9), 0))% of one core); load average at the end: \(loadAverage())")
 
 func loadAverage() -> String {
     var loads = [Double](repeating: 0, count: 3)
