@@ -14,10 +14,10 @@ public enum MatmulPath: Sendable, Equatable {
 
     /// Token count from which `.automatic` switches to OpenBLAS. Measured on the 2-core Zen 4
     /// (Benchmarks/kernels/README.md, Q4_1 1536×576 and 576×1536, 2 threads): the SIMD kernel
-    /// wins up to 4 tokens (by 10–45%), the BLAS path from 8 (by 8–35%, growing with M); the
-    /// crossover is between. Below the threshold `.automatic` is batch-invariant; callers that
-    /// need invariance for larger decode batches pass `.simd`.
-    public static let defaultBLASThreshold = 8
+    /// wins up to 4 tokens (by 10–50%), the BLAS path from 5 (by 5–35%, more as M grows).
+    /// Below the threshold `.automatic` is batch-invariant; callers that need invariance for
+    /// larger decode batches pass `.simd` (at 8 tokens it costs 15–35% more than BLAS).
+    public static let defaultBLASThreshold = 5
 }
 
 /// Y = X·Wᵀ for `tokens` rows of activations: `Y[m][r] = Σ_c X[m][c]·W[r][c]`.
@@ -86,9 +86,9 @@ struct SIMDMatmulRows: CodecVisitor {
     func visit<C: BlockCodec>(_ codec: C.Type) {
         var sums: UnsafeMutablePointer<Float>? = nil
         if C.hasOffset {
-            // Σx of every 32-element chunk of every token, for the offset terms. Each worker
-            // computes its own copy (M·cols additions, noise next to the M·rows·cols of the
-            // product) in its own scratch, so the threads share nothing writable.
+            // Σx of every 32-element chunk of every token, for the offset terms. Each range of
+            // rows computes its own copy (M·cols additions, noise next to the M·rows·cols of the
+            // product) in its thread's scratch, so the threads share nothing writable.
             let chunks = job.weights.cols / 32
             let buffer = pool.scratch(worker: worker, count: job.tokens * chunks)
             chunkSums(job.input, stride: job.inputStride, tokens: job.tokens, chunks: chunks, into: buffer)

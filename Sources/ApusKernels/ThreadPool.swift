@@ -100,13 +100,15 @@ public final class ThreadPool: Sendable {
 
 /// The job protocol between the caller and the workers.
 ///
-/// The caller writes a job (closure, count, granularity) in plain stored properties, then
-/// publishes it with one atomic word, `claims` = job number (32 bits) | chunk count (16) |
-/// next chunk (16), stored with release ordering, and bumps `generation` to wake the workers.
-/// Every thread, the caller included, claims chunks by compare-and-swap on `claims` (acquire),
-/// runs them and adds them to `done` (release); the caller returns when `done` reaches the chunk
-/// count (acquire). A claim names its job, so a thread that wakes late can never claim a chunk
-/// of a finished job, and the job's fields stay untouched while any of its chunks runs.
+/// The caller writes a job (closure, count, granularity, chunk count) in plain stored properties,
+/// then publishes it with one atomic word, `claims` = job number (32 bits) | front (16) |
+/// back (16), the unclaimed chunks being `front ..< back`, stored with release ordering, and
+/// bumps `generation` to wake the workers. Threads claim chunks by compare-and-swap on `claims`
+/// (acquire): the caller from the front, workers from the back, so that each thread's chunks are
+/// adjacent (one stream of weights for the prefetcher, as with a fixed split); they run them and
+/// add them to `done` (release), and the caller returns when `done` reaches the chunk count
+/// (acquire). A claim names its job, so a thread that wakes late can never claim a chunk of a
+/// finished job, and the job's fields stay untouched while any of its chunks runs.
 ///
 /// Parking uses the Dekker pattern on (`generation`, `parked`): a worker increments `parked`
 /// under the mutex before re-checking `generation`, and the caller reads `parked` after bumping
@@ -128,6 +130,7 @@ private final class PoolState: @unchecked Sendable {
     var body: ((Range<Int>, Int) -> Void)?
     var count = 0
     var granularity = 1
+    var chunks = 1
     var job: UInt64 = 0
 
     let mutex: UnsafeMutablePointer<pthread_mutex_t>
@@ -187,9 +190,10 @@ private final class PoolState: @unchecked Sendable {
         self.body = body
         self.count = count
         self.granularity = granularity
+        self.chunks = chunks
         done.store(0, ordering: .relaxed)
         job &+= 1
-        claims.store((job & 0xFFFF_FFFF) << 32 | UInt64(chunks) << 16, ordering: .releasing)
+        claims.store((job & 0xFFFF_FFFF) << 32 | UInt64(chunks), ordering: .releasing)
         generation.add(1, ordering: .sequentiallyConsistent)
         if parked.load(ordering: .sequentiallyConsistent) > 0 {
             pthread_mutex_lock(mutex)
@@ -207,17 +211,20 @@ private final class PoolState: @unchecked Sendable {
         self.body = nil
     }
 
-    /// Claims and runs chunks of the published job until none are left.
+    /// Claims and runs chunks of the published job until none are left: thread 0 from the
+    /// front, the others from the back.
     func participate(worker: Int) {
         var word = claims.load(ordering: .acquiring)
         while true {
-            let chunks = Int((word >> 16) & 0xFFFF)
-            let next = Int(word & 0xFFFF)
-            if next >= chunks { return }
+            let front = (word >> 16) & 0xFFFF
+            let back = word & 0xFFFF
+            if front >= back { return }
+            let claimed = worker == 0 ? front : back - 1
+            let desired = worker == 0 ? word + (1 << 16) : word - 1
             let (exchanged, original) = claims.compareExchange(
-                expected: word, desired: word + 1, successOrdering: .acquiring, failureOrdering: .acquiring)
+                expected: word, desired: desired, successOrdering: .acquiring, failureOrdering: .acquiring)
             if exchanged {
-                runChunk(next, of: chunks, worker: worker)
+                runChunk(Int(claimed), worker: worker)
                 done.add(1, ordering: .releasing)
                 word = claims.load(ordering: .acquiring)
             } else {
@@ -226,11 +233,11 @@ private final class PoolState: @unchecked Sendable {
         }
     }
 
-    /// Runs chunk `index` of `chunks`. Not inlined so that this thread's copy of the closure is
-    /// released before the chunk is reported done (the caller's `withoutActuallyEscaping`
-    /// checks that nothing kept it).
+    /// Runs chunk `index`. Not inlined so that this thread's copy of the closure is released
+    /// before the chunk is reported done (the caller's `withoutActuallyEscaping` checks that
+    /// nothing kept it).
     @inline(never)
-    func runChunk(_ index: Int, of chunks: Int, worker: Int) {
+    func runChunk(_ index: Int, worker: Int) {
         guard let body else { return }
         let units = (count + granularity - 1) / granularity
         let lower = min(count, (units * index / chunks) * granularity)

@@ -1,11 +1,17 @@
 // Kernel benchmark: pool dispatch overhead, matvec/matmul bandwidth on quantized weights, the
 // OpenBLAS prefill path, and the small f32 kernels. Synthetic weights (random blocks with sane
-// scales): speed does not depend on the values.
+// scales): speed does not depend on the values. Results and their reading: README.md.
 //
-//   cd Benchmarks/kernels && swift run -c release KernelBench [pool|matvec|batch|blas|threshold|ops|all]
+//   swift build -c release
+//   ./.build/release/KernelBench [pool] [matvec] [formats] [blas] [threshold] [ops]   (none: all)
+//
+// Profiling helpers (one loop for `perf record`):
+//   FORMAT=Q4_K ROWS=1536 COLS=512 ./.build/release/KernelBench profile <tokens>   (1 thread, 5 s)
+//   ./.build/release/KernelBench blasprofile <threads>                            (M = 512, 3 s)
 
 import ApusKernels
 import COpenBLAS
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -32,7 +38,8 @@ func machineBusySeconds() -> Double {
     defer { fclose(file) }
     var line = [CChar](repeating: 0, count: 512)
     guard fgets(&line, 512, file) != nil else { return 0 }
-    let fields = String(cString: line).split(separator: " ").dropFirst().compactMap { Double($0) }
+    let text = line.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    let fields = text.split(separator: " ").dropFirst().compactMap { Double($0) }
     guard fields.count >= 8 else { return 0 }
     let busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]
     return busy / Double(sysconf(Int32(_SC_CLK_TCK)))
@@ -120,6 +127,10 @@ let readBandwidth = [1: 16.8, 2: 27.7]  // GB/s, PERFORMANCE.md (256 MiB working
 
 // MARK: - Sections
 
+final class Spinner: @unchecked Sendable {
+    let stop = Atomic<Bool>(false)
+}
+
 func benchPool() {
     print("\n## Pool dispatch overhead (empty parallelFor(count: 2))\n")
     print("| threads | µs per call | µs per call while another thread spins on a core |")
@@ -133,17 +144,17 @@ func benchPool() {
         }
         let quiet = empty()
         // A competing busy thread (as another process would be) takes one of the two cores.
-        let stop = UnsafeMutablePointer<Bool>.allocate(capacity: 1)
-        stop.initialize(to: false)
+        let spinner = Spinner()
+        let context = Unmanaged.passRetained(spinner).toOpaque()
         var thread = pthread_t()
         pthread_create(&thread, nil, { raw in
-            let flag = raw!.assumingMemoryBound(to: Bool.self)
+            let spinner = Unmanaged<Spinner>.fromOpaque(raw!).takeRetainedValue()
             var x = 0
-            while !UnsafeMutablePointer<Bool>(flag).withMemoryRebound(to: UInt8.self, capacity: 1, { $0.pointee != 0 }) { x &+= 1 }
+            while !spinner.stop.load(ordering: .relaxed) { x &+= 1 }
             return UnsafeMutableRawPointer(bitPattern: x | 1)
-        }, stop)
+        }, context)
         let contended = empty()
-        stop.pointee = true
+        spinner.stop.store(true, ordering: .relaxed)
         pthread_join(thread, nil)
         print("| \(threads) | \(fmt(quiet * 1e6, 3)) | \(fmt(contended * 1e6, 3)) |")
     }
