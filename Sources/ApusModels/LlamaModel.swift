@@ -110,6 +110,8 @@ public final class LlamaModel: @unchecked Sendable {
         rope = RoPE(headDim: config.headDim, ropeDims: config.ropeDims, theta: config.ropeTheta, style: config.ropeStyle)
     }
 
+    deinit { scratch.free() }
+
     /// A new, empty cache for one sequence.
     public func makeCache() -> SequenceKVCache {
         SequenceKVCache(layerCount: configuration.layerCount, kvWidth: configuration.kvWidth)
@@ -238,9 +240,13 @@ private struct Scratch {
     var up = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     var ropeTables = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 
+    func free() {
+        for p in [x, xn, q, k, v, attention, gate, up, ropeTables] { p.deallocate() }
+    }
+
     mutating func reserve(tokens m: Int, d: Int, q qWidth: Int, kv: Int, ff: Int, ropeTable: Int) {
         guard m > capacity else { return }
-        for p in [x, xn, q, k, v, attention, gate, up, ropeTables] { p.deallocate() }
+        free()
         x = .allocate(capacity: m * d)
         xn = .allocate(capacity: m * max(d, qWidth))
         q = .allocate(capacity: m * qWidth)

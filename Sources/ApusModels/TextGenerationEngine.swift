@@ -141,41 +141,35 @@ public final class TextGenerationEngine: Sendable {
     }
 }
 
-/// A blocking FIFO of jobs for the worker thread.
-private final class JobQueue: Sendable {
-    private let state = Mutex<(jobs: [TextGenerationEngine.Job], closed: Bool)>(([], false))
+/// A blocking FIFO of jobs for the worker thread; its state is guarded by the condition's lock.
+private final class JobQueue: @unchecked Sendable {
     private let condition = NSCondition()
+    private var jobs: [TextGenerationEngine.Job] = []
+    private var closed = false
 
     func push(_ job: TextGenerationEngine.Job) -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        let accepted = state.withLock { s -> Bool in
-            guard !s.closed else { return false }
-            s.jobs.append(job)
-            return true
-        }
+        guard !closed else { return false }
+        jobs.append(job)
         condition.signal()
-        return accepted
+        return true
     }
 
     /// The next job, waiting for one; nil once closed and empty.
     func next() -> TextGenerationEngine.Job? {
         condition.lock()
         defer { condition.unlock() }
-        while true {
-            let (job, closed) = state.withLock { s -> (TextGenerationEngine.Job?, Bool) in
-                if s.jobs.isEmpty { return (nil, s.closed) }
-                return (s.jobs.removeFirst(), false)
-            }
-            if let job { return job }
+        while jobs.isEmpty {
             if closed { return nil }
             condition.wait()
         }
+        return jobs.removeFirst()
     }
 
     func close() {
         condition.lock()
-        state.withLock { $0.closed = true }
+        closed = true
         condition.broadcast()
         condition.unlock()
     }
