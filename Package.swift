@@ -48,8 +48,15 @@ let package = Package(
             name: "ApusAttention",
             swiftSettings: apusSwiftSettings),
         .target(
+            name: "ApusKVCache",
+            swiftSettings: apusSwiftSettings),
+        .target(
             name: "ApusModels",
             dependencies: ["ApusKernels", "ApusAttention", "ApusFormats", "ApusTokenizers"],
+            swiftSettings: apusSwiftSettings),
+        .target(
+            name: "ApusScheduler",
+            dependencies: ["ApusModels", "ApusKVCache", "ApusTokenizers"],
             swiftSettings: apusSwiftSettings),
         .target(
             name: "ApusHTTP",
@@ -62,6 +69,7 @@ let package = Package(
             dependencies: [
                 "ApusHTTP",
                 "ApusModels",
+                "ApusScheduler",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
@@ -95,8 +103,14 @@ let package = Package(
             name: "ApusAttentionTests",
             dependencies: ["ApusAttention"]),
         .testTarget(
+            name: "ApusKVCacheTests",
+            dependencies: ["ApusKVCache"]),
+        .testTarget(
             name: "ApusModelsTests",
             dependencies: ["ApusModels"]),
+        .testTarget(
+            name: "ApusSchedulerTests",
+            dependencies: ["ApusScheduler", "ApusModels", "ApusKVCache"]),
         .testTarget(
             name: "ApusHTTPTests",
             dependencies: [

@@ -34,6 +34,13 @@ public struct GeneratedToken: Sendable, Equatable {
     public var logprob: Float
     /// A control token (such as end-of-sequence): its text is not part of the output.
     public var special: Bool
+
+    public init(id: Int32, text: String, logprob: Float, special: Bool) {
+        self.id = id
+        self.text = text
+        self.logprob = logprob
+        self.special = special
+    }
 }
 
 /// Timing of one generation, for details, headers and metrics.
@@ -61,5 +68,25 @@ public enum GenerationEvent: Sendable {
     /// The end. `remainder` is text held back by incremental detokenisation (bytes of a character
     /// that never completed, as U+FFFD); it belongs at the end of the generated text.
     case finished(reason: FinishReason, seed: UInt64?, remainder: String, timings: GenerationTimings)
-    case failed(String)
+    case failed(GenerationFailure)
+}
+
+/// Why a generation stopped before finishing.
+public struct GenerationFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        /// The request's deadline passed.
+        case timeout
+        /// The model or the scheduler could not run it.
+        case generation
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { "\(kind.rawValue): \(message)" }
 }

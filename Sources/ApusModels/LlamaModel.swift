@@ -13,11 +13,11 @@ public struct ForwardEntry {
         case all
     }
 
-    public var cache: SequenceKVCache
+    public var cache: any SequenceKV
     public var tokens: ArraySlice<Int32>
     public var logits: Logits
 
-    public init(cache: SequenceKVCache, tokens: ArraySlice<Int32>, logits: Logits) {
+    public init(cache: any SequenceKV, tokens: ArraySlice<Int32>, logits: Logits) {
         self.cache = cache
         self.tokens = tokens
         self.logits = logits
@@ -37,6 +37,12 @@ public struct ForwardEntry {
 ///
 /// `forward` runs one step for a batch of sequences: every weight matrix is read once for all the
 /// step's tokens (matmul with M = tokens in the step); attention runs per sequence over its own cache.
+///
+/// Batch invariance: the rows of one-token entries at the front of a batch (decode steps) go
+/// through the SIMD kernel, whose per-row arithmetic does not depend on the other rows, so a
+/// sequence's decode gives the same bits alone or in any batch; the rows after them (prefill
+/// chunks) take the faster path for their count (OpenBLAS from a few rows). A mixed step so reads
+/// the weights twice, once per group.
 /// Not thread-safe: a model is driven by one worker thread (its kernels use the thread pool).
 public final class LlamaModel: @unchecked Sendable {
     public let configuration: LlamaConfiguration
@@ -120,6 +126,12 @@ public final class LlamaModel: @unchecked Sendable {
     /// Runs the batch's tokens through the model, appends their K/V to each cache, and returns the
     /// logits rows asked for, entry by entry in order (`[rows][vocabularySize]`).
     public func forward(_ batch: [ForwardEntry]) -> [Float] {
+        // Leading one-token entries form the batch-invariant group (see the type's comment).
+        let invariantRows = batch.prefix { $0.tokens.count == 1 }.count
+        return forward(batch, invariantRows: invariantRows)
+    }
+
+    private func forward(_ batch: [ForwardEntry], invariantRows: Int) -> [Float] {
         let c = configuration
         let d = c.embeddingLength
         let qWidth = c.headCount * c.headDim
@@ -145,14 +157,25 @@ public final class LlamaModel: @unchecked Sendable {
             }
         }
 
+        // Invariant rows through the SIMD kernel, the rest through the path for their count.
+        func grouped(
+            _ w: WeightMatrix, input: UnsafePointer<Float>, inputStride: Int,
+            output: UnsafeMutablePointer<Float>, outputStride: Int, tokens: Int
+        ) {
+            matmul(w, input: input, inputStride: inputStride, output: output, outputStride: outputStride, tokens: invariantRows, pool: pool, path: .simd)
+            matmul(
+                w, input: input + invariantRows * inputStride, inputStride: inputStride,
+                output: output + invariantRows * outputStride, outputStride: outputStride, tokens: tokens - invariantRows, pool: pool)
+        }
+
         let parallel: AttentionParallelFor = { [pool] count, body in
             pool.parallelFor(count: count) { range, _ in body(range) }
         }
         for (layerIndex, layer) in layers.enumerated() {
             rmsNorm(x, weight: layer.attentionNorm, epsilon: c.rmsEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
-            matmul(layer.query, input: xn, inputStride: d, output: q, outputStride: qWidth, tokens: m, pool: pool)
-            matmul(layer.key, input: xn, inputStride: d, output: k, outputStride: kvWidth, tokens: m, pool: pool)
-            matmul(layer.value, input: xn, inputStride: d, output: v, outputStride: kvWidth, tokens: m, pool: pool)
+            grouped(layer.query, input: xn, inputStride: d, output: q, outputStride: qWidth, tokens: m)
+            grouped(layer.key, input: xn, inputStride: d, output: k, outputStride: kvWidth, tokens: m)
+            grouped(layer.value, input: xn, inputStride: d, output: v, outputStride: kvWidth, tokens: m)
             for r in 0..<m {
                 let table = UnsafePointer(tables + r * rope.tableCount)
                 rope.apply(q + r * qWidth, headCount: c.headCount, table: table)
@@ -169,32 +192,30 @@ public final class LlamaModel: @unchecked Sendable {
                     cache.slot(layer: layerIndex, position: start + i, value: false).update(from: k + (row + i) * kvWidth, count: kvWidth)
                     cache.slot(layer: layerIndex, position: start + i, value: true).update(from: v + (row + i) * kvWidth, count: kvWidth)
                 }
-                cache.keyPointers[layerIndex].withUnsafeBufferPointer { keys in
-                    cache.valuePointers[layerIndex].withUnsafeBufferPointer { values in
-                        let table = KVBlockTable(
-                            keyBlocks: keys, valueBlocks: values, blockSize: cache.blockSize, length: start + n,
-                            kvHeads: c.kvHeadCount, headDim: c.headDim)
-                        let tiling: AttentionTiling =
-                            n == 1
-                            ? .decode(cacheLength: start + n, kvHeads: c.kvHeadCount, threads: pool.threads)
-                            : AttentionTiling()
-                        FlashAttention.causal(
-                            queries: UnsafeBufferPointer(start: q + row * qWidth, count: n * qWidth), queryCount: n,
-                            heads: c.headCount, startPosition: start, cache: table,
-                            output: UnsafeMutableBufferPointer(start: attn + row * qWidth, count: n * qWidth),
-                            tiling: tiling, workspace: attentionWorkspace, parallelFor: parallel)
-                    }
+                cache.withBlockPointers(layer: layerIndex) { keys, values in
+                    let table = KVBlockTable(
+                        keyBlocks: keys, valueBlocks: values, blockSize: cache.blockSize, length: start + n,
+                        kvHeads: c.kvHeadCount, headDim: c.headDim)
+                    let tiling: AttentionTiling =
+                        n == 1
+                        ? .decode(cacheLength: start + n, kvHeads: c.kvHeadCount, threads: pool.threads)
+                        : AttentionTiling()
+                    FlashAttention.causal(
+                        queries: UnsafeBufferPointer(start: q + row * qWidth, count: n * qWidth), queryCount: n,
+                        heads: c.headCount, startPosition: start, cache: table,
+                        output: UnsafeMutableBufferPointer(start: attn + row * qWidth, count: n * qWidth),
+                        tiling: tiling, workspace: attentionWorkspace, parallelFor: parallel)
                 }
                 row += n
             }
-            matmul(layer.output, input: attn, inputStride: qWidth, output: xn, outputStride: d, tokens: m, pool: pool)
+            grouped(layer.output, input: attn, inputStride: qWidth, output: xn, outputStride: d, tokens: m)
             add(xn, into: x, count: m * d)
 
             rmsNorm(x, weight: layer.ffnNorm, epsilon: c.rmsEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
-            matmul(layer.gate, input: xn, inputStride: d, output: gate, outputStride: ff, tokens: m, pool: pool)
-            matmul(layer.up, input: xn, inputStride: d, output: up, outputStride: ff, tokens: m, pool: pool)
+            grouped(layer.gate, input: xn, inputStride: d, output: gate, outputStride: ff, tokens: m)
+            grouped(layer.up, input: xn, inputStride: d, output: up, outputStride: ff, tokens: m)
             swiglu(gate: gate, up: up, output: gate, count: m * ff)
-            matmul(layer.down, input: gate, inputStride: ff, output: xn, outputStride: d, tokens: m, pool: pool)
+            grouped(layer.down, input: gate, inputStride: ff, output: xn, outputStride: d, tokens: m)
             add(xn, into: x, count: m * d)
         }
         for entry in batch { entry.cache.advance(by: entry.tokens.count) }
@@ -221,7 +242,11 @@ public final class LlamaModel: @unchecked Sendable {
         var logits = [Float](repeating: 0, count: logitRows * c.vocabularySize)
         logits.withUnsafeMutableBufferPointer { out in
             guard let base = out.baseAddress else { return }
-            matmul(outputHead, input: xn, inputStride: d, output: base, outputStride: c.vocabularySize, tokens: logitRows, pool: pool)
+            let invariantLogitRows = batch.prefix(invariantRows).reduce(0) { $0 + $1.logitRowCount }
+            matmul(outputHead, input: xn, inputStride: d, output: base, outputStride: c.vocabularySize, tokens: invariantLogitRows, pool: pool, path: .simd)
+            matmul(
+                outputHead, input: xn + invariantLogitRows * d, inputStride: d, output: base + invariantLogitRows * c.vocabularySize,
+                outputStride: c.vocabularySize, tokens: logitRows - invariantLogitRows, pool: pool)
         }
         return logits
     }
@@ -258,4 +283,27 @@ private struct Scratch {
         ropeTables = .allocate(capacity: m * ropeTable)
         capacity = m
     }
+}
+
+extension LlamaModel {
+    /// Times one prefill of `promptTokens` and `newTokens` greedy decode steps (end-of-sequence
+    /// ignored) on the calling thread, in tokens per second. For `apus bench`: do not call while a
+    /// scheduler drives this instance.
+    public func benchmark(promptTokens: [Int32], newTokens: Int) -> (prefill: Double, decode: Double) {
+        let cache = makeCache()
+        let start = ContinuousClock.now
+        var logits = forward([ForwardEntry(cache: cache, tokens: promptTokens[...], logits: .last)])
+        let prefillSeconds = (ContinuousClock.now - start).seconds
+        let decodeStart = ContinuousClock.now
+        for _ in 0..<newTokens {
+            let next = logits.withUnsafeMutableBufferPointer { Sampler.greedy($0).id }
+            logits = forward([ForwardEntry(cache: cache, tokens: [next][...], logits: .last)])
+        }
+        let decodeSeconds = (ContinuousClock.now - decodeStart).seconds
+        return (Double(promptTokens.count) / prefillSeconds, newTokens > 0 ? Double(newTokens) / decodeSeconds : 0)
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

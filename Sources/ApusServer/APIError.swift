@@ -30,3 +30,35 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         return response
     }
 }
+
+extension APIError {
+    /// The OpenAI shape used on `/v1`: `{"error": {"message", "type", "param", "code"}}`, where
+    /// `code` is the HTTP status.
+    public var openAIResponse: HTTPResponse {
+        struct Body: Encodable {
+            struct Detail: Encodable {
+                var message: String
+                var type: String
+                var param: String?
+                var code: Int
+
+                func encode(to encoder: any Encoder) throws {
+                    var c = encoder.container(keyedBy: CodingKeys.self)
+                    try c.encode(message, forKey: .message)
+                    try c.encode(type, forKey: .type)
+                    try c.encode(param, forKey: .param)  // null, as OpenAI sends it
+                    try c.encode(code, forKey: .code)
+                }
+                enum CodingKeys: String, CodingKey { case message, type, param, code }
+            }
+            var error: Detail
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let bytes = (try? encoder.encode(Body(error: .init(message: message, type: type, param: nil, code: status.code))))
+            .map(Array.init) ?? Array(#"{"error":{"message":"internal","type":"internal","param":null,"code":500}}"#.utf8)
+        var response = HTTPResponse(status: status, headers: ["content-type": "application/json"], bytes: bytes)
+        for field in headers { response.headers.replaceOrAdd(name: field.name, value: field.value) }
+        return response
+    }
+}

@@ -33,10 +33,11 @@ public final class ApusServer: Sendable {
             configuration: configuration)
         let generate = GenerateRoutes(models: models, lifecycle: lifecycle, maxInputTokens: configuration.maxInputTokens)
         generate.register(on: &routes)
-        // TGI's and huggingface_hub's clients post to the base URL.
-        routes.onAsync("POST", "/") { request, context in
-            await generate.handle(request, context, mode: .jsonArray)
-        }
+        let embed = EmbedRoutes(
+            models: models, lifecycle: lifecycle, metrics: metrics,
+            maxClientBatchSize: configuration.maxClientBatchSize, autoTruncate: configuration.autoTruncate)
+        embed.register(on: &routes)
+        RootRoute(generate: generate, embed: embed, models: models).register(on: &routes)
         http = HTTPServer(
             configuration: configuration.http,
             responder: RequestInstrumentation(router: routes, metrics: metrics, logger: logger),
@@ -94,8 +95,15 @@ public final class ApusServer: Sendable {
         APIError(status, message).response
     }
 
-    static func info(_ configuration: ServerConfiguration, models: [ServerInfo.Model]) -> ServerInfo {
+    static func info(_ configuration: ServerConfiguration, models: ModelRegistry) -> ServerInfo {
         let http = configuration.http
+        let scheduler = models.generationEngine.map { engine in
+            ServerInfo.Scheduler(
+                maxBatchTokens: engine.configuration.maxBatchTokens, maxConcurrent: engine.configuration.maxConcurrent,
+                maxQueue: engine.configuration.maxQueue, requestTimeoutSeconds: engine.configuration.requestTimeout?.seconds,
+                kvCacheBlocks: engine.kvCache.blockCount, kvCacheBlockTokens: engine.kvCache.layout.blockSize,
+                kvCacheBytes: engine.kvCache.byteCount)
+        }
         return ServerInfo(
             name: "apus", version: ApusVersion.string,
             limits: .init(
@@ -103,7 +111,10 @@ public final class ApusServer: Sendable {
                 maxHeaderCount: http.limits.maxHeaderCount, maxRequestLineBytes: http.limits.maxRequestLineBytes,
                 maxConnections: http.maxConnections, headerReadTimeoutSeconds: http.headerReadTimeout.seconds,
                 idleTimeoutSeconds: http.idleTimeout.seconds, drainTimeoutSeconds: configuration.drainTimeout.seconds),
-            models: models)
+            requests: .init(
+                maxInputTokens: configuration.maxInputTokens, maxClientBatchSize: configuration.maxClientBatchSize,
+                autoTruncate: configuration.autoTruncate),
+            scheduler: scheduler, models: models.loadedModels)
     }
 }
 

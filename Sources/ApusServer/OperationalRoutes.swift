@@ -19,10 +19,17 @@ enum OperationalRoutes {
             return ready
         }
         router.onImmediate("GET", "/info") { _, _ in
-            json(.ok, ApusServer.info(configuration, models: models.loadedModels))
+            json(.ok, ApusServer.info(configuration, models: models))
+        }
+        // OpenAI's model list; `created` is when this server started.
+        let started = Int(Date().timeIntervalSince1970)
+        router.onImmediate("GET", "/v1/models") { _, _ in
+            let data = models.loadedModels.map { OpenAIModelJSON(id: $0.id, created: started, kind: $0.kind) }
+            return json(.ok, OpenAIModelListJSON(data: data))
         }
         router.onImmediate("GET", "/metrics") { _, _ in
             metrics.updateState(phase: lifecycle.phase, openConnections: statistics.openConnections)
+            models.updateMetrics()
             return HTTPResponse(
                 status: .ok, headers: ["content-type": "text/plain; version=0.0.4; charset=utf-8"],
                 bytes: metrics.exposition())
@@ -38,6 +45,27 @@ enum OperationalRoutes {
         } catch {
             return APIError(.internalServerError, "could not encode response: \(error)").response
         }
+    }
+}
+
+/// The body of `GET /v1/models`.
+struct OpenAIModelListJSON: Encodable {
+    var object = "list"
+    var data: [OpenAIModelJSON]
+}
+
+struct OpenAIModelJSON: Encodable {
+    var id: String
+    var object = "model"
+    var created: Int
+    var owned_by = "apus"
+    /// Apus's addition: `generation` or `embedding`.
+    var kind: String
+
+    init(id: String, created: Int, kind: String) {
+        self.id = id
+        self.created = created
+        self.kind = kind
     }
 }
 
@@ -71,9 +99,45 @@ public struct ServerInfo: Codable, Sendable, Equatable {
         public var kind: String
     }
 
+    /// The generation scheduler's limits (absent until its model is loaded).
+    public struct Scheduler: Codable, Sendable, Equatable {
+        public var maxBatchTokens: Int
+        public var maxConcurrent: Int
+        public var maxQueue: Int
+        public var requestTimeoutSeconds: Double?
+        public var kvCacheBlocks: Int
+        public var kvCacheBlockTokens: Int
+        public var kvCacheBytes: Int
+
+        enum CodingKeys: String, CodingKey {
+            case maxBatchTokens = "max_batch_tokens"
+            case maxConcurrent = "max_concurrent"
+            case maxQueue = "max_queue"
+            case requestTimeoutSeconds = "request_timeout_s"
+            case kvCacheBlocks = "kv_cache_blocks"
+            case kvCacheBlockTokens = "kv_cache_block_tokens"
+            case kvCacheBytes = "kv_cache_bytes"
+        }
+    }
+
+    /// Limits of requests, as TGI's and TEI's `/info` report them.
+    public struct Requests: Codable, Sendable, Equatable {
+        public var maxInputTokens: Int
+        public var maxClientBatchSize: Int
+        public var autoTruncate: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case maxInputTokens = "max_input_tokens"
+            case maxClientBatchSize = "max_client_batch_size"
+            case autoTruncate = "auto_truncate"
+        }
+    }
+
     public var name: String
     public var version: String
     public var limits: Limits
+    public var requests: Requests
+    public var scheduler: Scheduler?
     public var models: [Model]
 }
 

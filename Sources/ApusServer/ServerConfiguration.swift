@@ -8,14 +8,21 @@ public struct ServerConfiguration: Sendable {
     public var drainTimeout: Duration
     /// Longest prompt, in tokens, accepted without `truncate` (413 past it).
     public var maxInputTokens: Int
+    /// Most inputs in one embedding request (413 past it), TEI's `--max-client-batch-size`.
+    public var maxClientBatchSize: Int
+    /// Cut embedding inputs longer than the model's maximum instead of answering 422, when the
+    /// request does not say (TEI's `--auto-truncate`).
+    public var autoTruncate: Bool
 
     public init(
         http: HTTPServerConfiguration = HTTPServerConfiguration(), drainTimeout: Duration = .seconds(30),
-        maxInputTokens: Int = 4096
+        maxInputTokens: Int = 4096, maxClientBatchSize: Int = 32, autoTruncate: Bool = false
     ) {
         self.http = http
         self.drainTimeout = drainTimeout
         self.maxInputTokens = maxInputTokens
+        self.maxClientBatchSize = maxClientBatchSize
+        self.autoTruncate = autoTruncate
     }
 }
 

@@ -26,6 +26,8 @@ public final class ServerMetrics: Sendable {
     private let ready: Gauge
     private let draining: Gauge
     private let openConnections: Gauge
+    private let embeddingInputs: Counter
+    private let embeddingTokens: Counter
 
     public init() {
         ready = registry.makeGauge(
@@ -35,6 +37,20 @@ public final class ServerMetrics: Sendable {
         openConnections = registry.makeGauge(
             descriptor: MetricNameDescriptor(
                 namespace: "apus", subsystem: "http", metricName: "open_connections", helpText: "Open client connections"))
+        embeddingInputs = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "apus", subsystem: "embedding", metricName: "inputs", unitName: "total",
+                helpText: "Inputs embedded"))
+        embeddingTokens = registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "apus", subsystem: "embedding", metricName: "tokens", unitName: "total",
+                helpText: "Tokens of the inputs embedded, after truncation"))
+    }
+
+    /// Counts the inputs and tokens of one answered embedding request.
+    public func recordEmbeddings(inputs: Int, tokens: Int) {
+        embeddingInputs.increment(by: Int64(inputs))
+        embeddingTokens.increment(by: Int64(tokens))
     }
 
     /// Counts one finished request and records its duration.

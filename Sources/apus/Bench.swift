@@ -29,23 +29,22 @@ struct Bench: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let engine = try model.load()
+        let (llama, tokenizer) = try model.loadModel()
         let text = try String(contentsOfFile: promptFile, encoding: .utf8)
         var tokens: [Int32] = []
-        let pieces = engine.tokenizer.encode(text)
+        let pieces = tokenizer.encode(text)
         guard !pieces.isEmpty else { throw ValidationError("the prompt file has no tokens") }
         while tokens.count < promptTokens { tokens += pieces }
         tokens = Array(tokens.prefix(promptTokens))
-        guard tokens.count + newTokens <= engine.contextLength else {
-            throw ValidationError("prompt plus new tokens exceed the context (\(engine.contextLength))")
+        guard tokens.count + newTokens <= llama.configuration.contextLength else {
+            throw ValidationError("prompt plus new tokens exceed the context (\(llama.configuration.contextLength))")
         }
         for run in 0...runs {
-            let result = engine.benchmark(promptTokens: tokens, newTokens: newTokens)
+            let result = llama.benchmark(promptTokens: tokens, newTokens: newTokens)
             guard run > 0 else { continue }  // warm-up
             print(
-                #"{"run":\#(run),"threads":\#(model.threads ?? ProcessInfo.processInfo.activeProcessorCount),"prompt_tokens":\#(tokens.count),"#
+                #"{"run":\#(run),"threads":\#(model.threadCount),"prompt_tokens":\#(tokens.count),"#
                     + #""new_tokens":\#(newTokens),"prefill_tokens_per_second":\#(result.prefill),"decode_tokens_per_second":\#(result.decode)}"#)
         }
-        engine.shutdown()
     }
 }

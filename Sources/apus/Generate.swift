@@ -1,4 +1,5 @@
 import ApusModels
+import ApusScheduler
 import ArgumentParser
 import Foundation
 
@@ -37,7 +38,7 @@ struct Generate: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let engine = try model.load()
+        let engine = try model.loadScheduler()
         let text = chat ? "<|im_start|>user\n\(prompt)<|im_end|>\n<|im_start|>assistant\n" : prompt
         let tokens = engine.tokenizer.encode(text, addSpecial: true, parseSpecial: true)
         guard tokens.count + maxNewTokens <= engine.contextLength else {
@@ -45,7 +46,7 @@ struct Generate: AsyncParsableCommand {
         }
         let sampling = SamplingParameters(temperature: temperature ?? 1, topK: topK, topP: topP, seed: seed)
         let request = GenerationRequest(promptTokens: tokens, sampling: sampling, maxNewTokens: maxNewTokens)
-        for await event in engine.generate(request) {
+        for await event in try engine.submit(request) {
             switch event {
             case .promptLogprobs:
                 break
@@ -57,8 +58,8 @@ struct Generate: AsyncParsableCommand {
                     format: "[%d prompt tokens, %d generated (%@)] prefill %.1f tok/s, decode %.1f tok/s\n",
                     t.promptTokens, t.generatedTokens, reason.rawValue, t.prefillTokensPerSecond, t.decodeTokensPerSecond)
                 FileHandle.standardError.write(Data(summary.utf8))
-            case .failed(let message):
-                throw ValidationError("generation failed: \(message)")
+            case .failed(let failure):
+                throw ValidationError("generation failed: \(failure)")
             }
         }
         engine.shutdown()

@@ -1,4 +1,8 @@
+import ApusFormats
+import ApusKernels
 import ApusModels
+import ApusScheduler
+import ApusTokenizers
 import ArgumentParser
 import Foundation
 
@@ -17,9 +21,38 @@ struct GenerationModelOptions: ParsableArguments {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
-    func load() throws -> TextGenerationEngine {
-        try TextGenerationEngine.load(
-            path: generationModel, modelID: generationModelID,
-            threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+    var threadCount: Int { threads ?? ProcessInfo.processInfo.activeProcessorCount }
+
+    /// The model with a scheduler over it (`serve`, `generate`).
+    func loadScheduler(
+        workers: Int = 1, kvCacheBytes: Int? = nil, configuration: SchedulerConfiguration = SchedulerConfiguration(),
+        observer: (any SchedulerObserver)? = nil
+    ) throws -> GenerationScheduler {
+        try GenerationScheduler.load(
+            path: generationModel, modelID: generationModelID, threads: threadCount, workers: workers,
+            kvCacheBytes: kvCacheBytes, configuration: configuration, observer: observer)
+    }
+
+    /// The bare model and its tokenizer (`bench`).
+    func loadModel() throws -> (model: LlamaModel, tokenizer: BPETokenizer) {
+        let file = try GGUFFile(path: generationModel)
+        return (try LlamaModel(file: file, pool: ThreadPool(threads: threadCount)), try BPETokenizer(gguf: file))
+    }
+}
+
+/// Which embedding model to load, shared by `embed`, `bench-embed` (and `serve`).
+///
+/// Kernel threads are not here: commands that also load a generation model take `--threads`
+/// from ``GenerationModelOptions``, and one option group per name keeps the parser unambiguous.
+struct EmbeddingModelOptions: ParsableArguments {
+    @Option(help: "The sentence-transformers model directory (config.json, model.safetensors, tokenizer.json, ...).")
+    var embeddingModel = "Models/cache/all-minilm-l6-v2"
+
+    @Option(help: "The embedding model's id in requests and /info.")
+    var embeddingModelID = "all-minilm-l6-v2"
+
+    /// The model with its batching worker started.
+    func load(threads: Int) throws -> EmbeddingEngine {
+        try EmbeddingEngine.load(directory: embeddingModel, modelID: embeddingModelID, threads: threads)
     }
 }

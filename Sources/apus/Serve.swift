@@ -3,6 +3,7 @@ import ApusServer
 import ArgumentParser
 import Logging
 import ApusModels
+import ApusScheduler
 
 #if canImport(Glibc)
 import Glibc
@@ -44,8 +45,37 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var model: GenerationModelOptions
 
+    @OptionGroup var embeddingModel: EmbeddingModelOptions
+
+    @Flag(help: "Serve no embedding model.")
+    var noEmbedding = false
+
     @Option(help: "Longest prompt in tokens accepted without `truncate` (413 past it).")
     var maxInputTokens = 4096
+
+    @Option(help: "Most tokens in one forward step: a decode token per running request plus chunks of prefill.")
+    var maxBatchTokens = 512
+
+    @Option(help: "Most generation requests running at once.")
+    var maxConcurrent = 64
+
+    @Option(help: "Most generation requests waiting for a place (429 with Retry-After past it).")
+    var maxQueue = 256
+
+    @Option(help: "Seconds a generation request may take in all (default: no limit; `parameters.timeout_ms` sets one per request).")
+    var requestTimeout: Double?
+
+    @Option(help: "KV-cache memory, in bytes or with a K/M/G suffix such as 2G (default: a quarter of memory, at most 4 GiB).")
+    var kvCacheMemory: String?
+
+    @Option(help: "Generation model instances stepping in parallel (each uses --threads kernel threads).")
+    var workers = 1
+
+    @Option(help: "Most inputs in one embedding request (413 past it).")
+    var maxClientBatchSize = 32
+
+    @Flag(help: "Cut embedding inputs longer than the model's maximum instead of answering 422 (when the request does not say).")
+    var autoTruncate = false
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
@@ -58,13 +88,19 @@ struct Serve: AsyncParsableCommand {
         for (name, value) in [
             ("--max-body-bytes", maxBodyBytes), ("--max-header-bytes", maxHeaderBytes),
             ("--max-header-count", maxHeaderCount), ("--max-request-line-bytes", maxRequestLineBytes),
-            ("--max-connections", maxConnections),
+            ("--max-connections", maxConnections), ("--max-batch-tokens", maxBatchTokens),
+            ("--max-concurrent", maxConcurrent), ("--workers", workers), ("--max-client-batch-size", maxClientBatchSize),
         ] where value <= 0 {
             throw ValidationError("\(name) must be positive")
         }
         for (name, value) in [("--header-timeout", headerTimeout), ("--idle-timeout", idleTimeout), ("--drain-timeout", drainTimeout)]
         where !(value > 0) {
             throw ValidationError("\(name) must be a positive number of seconds")
+        }
+        guard maxQueue >= 0 else { throw ValidationError("--max-queue must not be negative") }
+        if let requestTimeout, !(requestTimeout > 0) { throw ValidationError("--request-timeout must be a positive number of seconds") }
+        if let kvCacheMemory, ByteCount.parse(kvCacheMemory) == nil {
+            throw ValidationError("--kv-cache-memory must be a byte count such as 536870912, 512M or 2G")
         }
     }
 
@@ -86,7 +122,8 @@ struct Serve: AsyncParsableCommand {
             idleTimeout: .milliseconds(Int(idleTimeout * 1000)))
         let server = ApusServer(
             configuration: ServerConfiguration(
-                http: http, drainTimeout: .milliseconds(Int(drainTimeout * 1000)), maxInputTokens: maxInputTokens),
+                http: http, drainTimeout: .milliseconds(Int(drainTimeout * 1000)), maxInputTokens: maxInputTokens,
+                maxClientBatchSize: maxClientBatchSize, autoTruncate: autoTruncate),
             logger: logger)
         do {
             try server.start()
@@ -97,8 +134,14 @@ struct Serve: AsyncParsableCommand {
         // Listen first (readiness answers 503 meanwhile), then load.
         let started = ContinuousClock.now
         do {
-            let engine = try model.load()
-            server.models.install(engine)
+            let metrics = SchedulerMetrics(registry: server.metrics.registry, model: model.generationModelID)
+            let scheduling = SchedulerConfiguration(
+                maxBatchTokens: maxBatchTokens, maxConcurrent: maxConcurrent, maxQueue: maxQueue,
+                requestTimeout: requestTimeout.map { .milliseconds(Int($0 * 1000)) })
+            let engine = try model.loadScheduler(
+                workers: workers, kvCacheBytes: kvCacheMemory.flatMap(ByteCount.parse), configuration: scheduling,
+                observer: metrics)
+            server.models.install(engine, metrics: metrics)
             logger.info("model loaded", metadata: [
                 "model": "\(engine.modelID)", "seconds": "\(ContinuousClock.now - started)",
             ])
@@ -107,7 +150,39 @@ struct Serve: AsyncParsableCommand {
             await server.shutdown()
             throw ExitCode.failure
         }
+        if !noEmbedding {
+            do {
+                let started = ContinuousClock.now
+                let engine = try embeddingModel.load(threads: model.threadCount)
+                server.models.install(engine)
+                logger.info("model loaded", metadata: [
+                    "model": "\(engine.modelID)", "seconds": "\(ContinuousClock.now - started)",
+                ])
+            } catch {
+                logger.critical(
+                    "cannot load the embedding model", metadata: ["path": "\(embeddingModel.embeddingModel)", "error": "\(error)"])
+                await server.shutdown()
+                throw ExitCode.failure
+            }
+        }
         server.markReady()
         await server.runUntilSignalled()
+    }
+}
+
+/// Byte counts on the command line: digits with an optional K, M or G suffix (powers of 1024).
+enum ByteCount {
+    static func parse(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        var digits = Substring(text.uppercased())
+        if digits.hasSuffix("IB") || digits.hasSuffix("B") { digits = digits.dropLast(digits.hasSuffix("IB") ? 2 : 1) }
+        var multiplier = 1
+        if let last = digits.last, let unit = units[last] {
+            multiplier = unit
+            digits = digits.dropLast()
+        }
+        guard let value = Int(digits), value > 0 else { return nil }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: multiplier)
+        return overflow ? nil : bytes
     }
 }

@@ -1,4 +1,5 @@
 import ApusHTTP
+import ApusScheduler
 import ApusServer
 import AsyncHTTPClient
 import Foundation
@@ -126,6 +127,7 @@ final class ServerMetricsTests: XCTestCase {
         metrics.recordRequest(route: "/health", method: "GET", status: 200, seconds: 0.0004)
         metrics.recordRequest(route: "/health", method: "GET", status: 200, seconds: 0.02)
         metrics.updateState(phase: .ready, openConnections: 3)
+        metrics.recordEmbeddings(inputs: 3, tokens: 41)
         let text = String(decoding: metrics.exposition(), as: UTF8.self)
         let buckets = ServerMetrics.durationBuckets.map { le -> String in
             let count = le >= 0.02 ? 2 : (le >= 0.0004 ? 1 : 0)
@@ -135,6 +137,12 @@ final class ServerMetricsTests: XCTestCase {
             "# HELP apus_draining 1 while shutting down",
             "# TYPE apus_draining gauge",
             "apus_draining 0.0",
+            "# HELP apus_embedding_inputs_total Inputs embedded",
+            "# TYPE apus_embedding_inputs_total counter",
+            "apus_embedding_inputs_total 3",
+            "# HELP apus_embedding_tokens_total Tokens of the inputs embedded, after truncation",
+            "# TYPE apus_embedding_tokens_total counter",
+            "apus_embedding_tokens_total 41",
             "# HELP apus_http_open_connections Open client connections",
             "# TYPE apus_http_open_connections gauge",
             "apus_http_open_connections 3.0",
@@ -153,5 +161,46 @@ final class ServerMetricsTests: XCTestCase {
         ]
         let lines = text.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.sorted(), expected.sorted(), text)
+    }
+}
+
+final class SchedulerMetricsTests: XCTestCase {
+    /// The scheduler's series, named as vLLM's under `apus_`, after known events.
+    func testSeriesAfterKnownEvents() {
+        let server = ServerMetrics()
+        let metrics = SchedulerMetrics(registry: server.registry, model: "m")
+        metrics.stepRan(sequences: 3, tokens: 40, seconds: 0.01)
+        metrics.firstToken(seconds: 0.03)
+        metrics.interToken(seconds: 0.02)
+        metrics.interToken(seconds: 0.2)
+        metrics.finished(promptTokens: 12, generatedTokens: 5, seconds: 0.7)
+        metrics.failed(.overloaded)
+        metrics.failed(.dropped)
+        metrics.failed(.dropped)
+        metrics.preempted()
+        metrics.prefixLookup(promptTokens: 100, cachedTokens: 64)
+        metrics.update(snapshot: SchedulerSnapshot(waiting: 2, running: 5), kvUsage: 0.25, kvBlocks: 100)
+        let lines = Set(String(decoding: server.exposition(), as: UTF8.self).split(separator: "\n").map(String.init))
+        for expected in [
+            #"apus_requests_waiting{model="m"} 2.0"#,
+            #"apus_requests_running{model="m"} 5.0"#,
+            #"apus_kv_cache_usage_ratio{model="m"} 0.25"#,
+            #"apus_batch_size_count{model="m"} 1"#,
+            #"apus_batch_tokens_sum{model="m"} 40.0"#,
+            #"apus_time_to_first_token_seconds_bucket{model="m",le="0.04"} 1"#,
+            #"apus_inter_token_latency_seconds_count{model="m"} 2"#,
+            #"apus_inter_token_latency_seconds_bucket{model="m",le="0.025"} 1"#,
+            #"apus_e2e_request_latency_seconds_bucket{model="m",le="0.8"} 1"#,
+            #"apus_prompt_tokens_total{model="m"} 12"#,
+            #"apus_generation_tokens_total{model="m"} 5"#,
+            #"apus_prefix_cache_queries_total{model="m"} 100"#,
+            #"apus_prefix_cache_hits_total{model="m"} 64"#,
+            #"apus_preemptions_total{model="m"} 1"#,
+            #"apus_request_failures_total{model="m",reason="overloaded"} 1"#,
+            #"apus_request_failures_total{model="m",reason="dropped"} 2"#,
+            #"apus_request_failures_total{model="m",reason="timeout"} 0"#,
+        ] {
+            XCTAssertTrue(lines.contains(expected), "missing \(expected)")
+        }
     }
 }

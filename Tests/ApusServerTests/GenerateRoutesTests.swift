@@ -1,5 +1,6 @@
 import ApusHTTP
 import ApusModels
+import ApusScheduler
 import ApusServer
 import ApusTestSupport
 import AsyncHTTPClient
@@ -24,7 +25,9 @@ enum SharedGenerationServer {
             logger: logger)
         do {
             try server.start()
-            server.models.install(try TextGenerationEngine.load(path: defaultModelPath, modelID: "smollm2-135m-instruct", threads: 2))
+            server.models.install(
+                try GenerationScheduler.load(
+                    path: defaultModelPath, modelID: "smollm2-135m-instruct", threads: 2, kvCacheBytes: 256 << 20))
         } catch {
             return nil
         }
@@ -231,17 +234,101 @@ final class GenerateRoutesTests: XCTestCase {
         XCTAssertEqual(prefill?.count, 20)
     }
 
-    func testDisconnectStopsTheGenerationAtOnce() async throws {
+    /// Waits until the scheduler runs nothing and holds no KV blocks (a disconnected client's
+    /// sequence must be gone within a step).
+    func assertSchedulerReturnsToIdle(_ scheduler: GenerationScheduler, file: StaticString = #filePath, line: UInt = #line) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while scheduler.kvCache.stats.blocksInUse != 0 || scheduler.snapshot.running != 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTAssertEqual(scheduler.kvCache.stats.blocksInUse, 0, "KV blocks still held", file: file, line: line)
+        XCTAssertEqual(scheduler.snapshot, SchedulerSnapshot(waiting: 0, running: 0), file: file, line: line)
+    }
+
+    func testDisconnectMidStreamReleasesTheSequence() async throws {
+        let scheduler = try XCTUnwrap(SharedGenerationServer.server?.models.generationEngine)
+        try await assertSchedulerReturnsToIdle(scheduler)
         // A long streamed generation whose client leaves after the first event...
         let raw = try RawClient(port: port)
         let body = #"{"inputs":"Write a very long story.","parameters":{"max_new_tokens":4000}}"#
         try raw.send("POST /generate_stream HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
         while !String(decoding: raw.buffer, as: UTF8.self).contains("data:") { try raw.fill() }
+        XCTAssertGreaterThan(scheduler.kvCache.stats.blocksInUse, 0)
         shutdown(raw.fd, Int32(SHUT_RDWR))
-        // ...must free the (single) model worker: the next request is served promptly.
-        let start = ContinuousClock.now
-        let r = try await post("/generate", #"{"inputs":"Hi","parameters":{"max_new_tokens":2}}"#)
-        XCTAssertEqual(r.status, 200)
-        XCTAssertLessThan(ContinuousClock.now - start, .seconds(20), "the abandoned generation kept the worker busy")
+        // ...is removed and its blocks come back.
+        try await assertSchedulerReturnsToIdle(scheduler)
+    }
+
+    func testDisconnectDuringANonStreamedRequestReleasesTheSequence() async throws {
+        let scheduler = try XCTUnwrap(SharedGenerationServer.server?.models.generationEngine)
+        try await assertSchedulerReturnsToIdle(scheduler)
+        let raw = try RawClient(port: port)
+        let body = #"{"inputs":"Write a very long story.","parameters":{"max_new_tokens":4000}}"#
+        try raw.send("POST /generate HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        let deadline = ContinuousClock.now + .seconds(5)
+        while scheduler.snapshot.running == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertEqual(scheduler.snapshot.running, 1)
+        shutdown(raw.fd, Int32(SHUT_RDWR))
+        try await assertSchedulerReturnsToIdle(scheduler)
+    }
+}
+
+/// Admission and drain, each on a server of its own (small limits).
+final class GenerationAdmissionTests: XCTestCase {
+    func makeServer(maxConcurrent: Int, maxQueue: Int) throws -> ApusServer {
+        guard FileManager.default.fileExists(atPath: defaultModelPath) else {
+            throw XCTSkip("the default model is not at \(defaultModelPath): run `make models`")
+        }
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        let server = ApusServer(
+            configuration: ServerConfiguration(http: HTTPServerConfiguration(host: "127.0.0.1", port: 0), drainTimeout: .seconds(20)),
+            logger: logger)
+        try server.start()
+        server.models.install(
+            try GenerationScheduler.load(
+                path: defaultModelPath, modelID: "smollm2-135m-instruct", threads: 2, kvCacheBytes: 64 << 20,
+                configuration: SchedulerConfiguration(maxConcurrent: maxConcurrent, maxQueue: maxQueue)))
+        server.markReady()
+        return server
+    }
+
+    func startStream(_ port: Int, tokens: Int) throws -> RawClient {
+        let raw = try RawClient(port: port)
+        let body = #"{"inputs":"Write a very long story.","parameters":{"max_new_tokens":\#(tokens)}}"#
+        try raw.send("POST /generate_stream HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        while !String(decoding: raw.buffer, as: UTF8.self).contains("data:") { try raw.fill() }
+        return raw
+    }
+
+    func testPastTheQueueIs429WithRetryAfter() async throws {
+        let server = try makeServer(maxConcurrent: 1, maxQueue: 0)
+        let running = try startStream(server.port, tokens: 1000)
+        let raw = try RawClient(port: server.port)
+        let body = #"{"inputs":"Hi","parameters":{"max_new_tokens":2}}"#
+        try raw.send("POST /generate HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        let response = try XCTUnwrap(try raw.readResponse())
+        XCTAssertEqual(response.status, 429, response.text)
+        XCTAssertEqual(response.header("retry-after"), "1")
+        XCTAssertTrue(response.text.contains(#""error_type":"overloaded""#), response.text)
+        shutdown(running.fd, Int32(SHUT_RDWR))
+        await server.shutdown()
+    }
+
+    func testDrainFinishesInFlightGenerationAndRefusesNewRequests() async throws {
+        let server = try makeServer(maxConcurrent: 4, maxQueue: 4)
+        let port = server.port
+        let inFlight = try startStream(port, tokens: 40)
+        let drain = Task { await server.shutdown() }
+        // Readiness goes to 503 and new connections are refused while the stream finishes.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while server.lifecycle.phase != .draining, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertThrowsError(try RawClient(port: port).send("GET /health HTTP/1.1\r\nHost: a\r\n\r\n"))
+        inFlight.setReceiveTimeout(seconds: 20)
+        while try inFlight.fill() {}
+        let text = String(decoding: inFlight.buffer, as: UTF8.self)
+        XCTAssertTrue(text.contains(#""finish_reason":"length""#) || text.contains(#""generated_text""#), text)
+        XCTAssertEqual(text.components(separatedBy: "data:").count - 1, 40, "every token of the in-flight request arrives")
+        await drain.value
     }
 }

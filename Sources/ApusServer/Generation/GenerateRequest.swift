@@ -10,6 +10,8 @@ struct GenerateRequest: Sendable {
     var decoderInputDetails: Bool
     var returnFullText: Bool
     var truncate: Int?
+    /// `parameters.timeout_ms` (Apus's addition): the request's deadline from submission.
+    var timeout: Duration?
     /// `"stream": true` in the body (TGI's `POST /` and Apus's `/generate`).
     var stream: Bool
 
@@ -18,6 +20,7 @@ struct GenerateRequest: Sendable {
         "adapter_id", "best_of", "decoder_input_details", "details", "do_sample", "frequency_penalty", "grammar",
         "max_new_tokens", "repetition_penalty", "return_full_text", "seed", "stop", "temperature", "top_k",
         "top_n_tokens", "top_p", "truncate", "typical_p", "watermark",
+        "timeout_ms",  // Apus's addition
     ]
 
     /// Limits that depend on the server and model.
@@ -91,10 +94,15 @@ struct GenerateRequest: Sendable {
         guard !stop.contains("") else { throw APIError.validation("`parameters.stop` cannot contain an empty string") }
         let truncate = try p.int("truncate")
         if let truncate, truncate <= 0 { throw APIError.validation("`parameters.truncate` must be strictly positive") }
+        let timeoutMilliseconds = try p.int("timeout_ms")
+        if let timeoutMilliseconds, timeoutMilliseconds <= 0 {
+            throw APIError.validation("`parameters.timeout_ms` must be strictly positive")
+        }
 
         return GenerateRequest(
             inputs: inputs, sampling: sampling, maxNewTokens: maxNewTokens, stop: stop,
             details: try p.bool("details") ?? false, decoderInputDetails: try p.bool("decoder_input_details") ?? false,
-            returnFullText: try p.bool("return_full_text") ?? false, truncate: truncate, stream: stream)
+            returnFullText: try p.bool("return_full_text") ?? false, truncate: truncate,
+            timeout: timeoutMilliseconds.map { .milliseconds($0) }, stream: stream)
     }
 }

@@ -1,5 +1,6 @@
 import ApusHTTP
 import ApusModels
+import ApusScheduler
 import ApusTokenizers
 import Foundation
 
@@ -39,18 +40,19 @@ struct GenerateRoutes: Sendable {
         do {
             let parsed = try GenerateRequest.parse(request.body, limits: limits)
             let job = try prepare(parsed, engine)
+            let events = try submit(job, parsed, engine)
             let stream = parsed.stream || mode == .stream
             if stream {
-                return streamResponse(parsed, job, engine)
+                return streamResponse(parsed, job, events, engine)
             }
-            return await completeResponse(parsed, job, engine, asArray: mode == .jsonArray)
+            return await completeResponse(parsed, job, events, engine, asArray: mode == .jsonArray)
         } catch {
             return error.response
         }
     }
 
     /// Tokenises and applies the length rules.
-    private func prepare(_ parsed: GenerateRequest, _ engine: TextGenerationEngine) throws(APIError) -> GenerationRequest {
+    private func prepare(_ parsed: GenerateRequest, _ engine: GenerationScheduler) throws(APIError) -> GenerationRequest {
         var tokens = engine.tokenizer.encode(parsed.inputs, addSpecial: true, parseSpecial: true)
         guard !tokens.isEmpty else { throw APIError(.badRequest, "`inputs` has no tokens", type: "empty") }
         if let truncate = parsed.truncate, tokens.count > truncate {
@@ -71,13 +73,32 @@ struct GenerateRoutes: Sendable {
             stopSequences: parsed.stop, wantsPromptLogprobs: parsed.decoderInputDetails)
     }
 
+    /// Queues the job; a full queue is a 429 with `Retry-After`.
+    private func submit(_ job: GenerationRequest, _ parsed: GenerateRequest, _ engine: GenerationScheduler) throws(APIError)
+        -> AsyncStream<GenerationEvent>
+    {
+        do {
+            return try engine.submit(job, timeout: parsed.timeout)
+        } catch {
+            switch error {
+            case .overloaded:
+                throw APIError(.tooManyRequests, error.description, type: "overloaded", headers: ["retry-after": "1"])
+            case .shuttingDown:
+                throw APIError.unavailable(error.description)
+            case .tooLargeForCache:
+                throw APIError.validation(error.description)
+            }
+        }
+    }
+
     private func completeResponse(
-        _ parsed: GenerateRequest, _ job: GenerationRequest, _ engine: TextGenerationEngine, asArray: Bool
+        _ parsed: GenerateRequest, _ job: GenerationRequest, _ events: AsyncStream<GenerationEvent>,
+        _ engine: GenerationScheduler, asArray: Bool
     ) async -> HTTPResponse {
         var tokens: [TokenJSON] = []
         var prefill: [PrefillTokenJSON] = []
         var text = parsed.returnFullText ? parsed.inputs : ""
-        for await event in engine.generate(job) {
+        for await event in events {
             switch event {
             case .promptLogprobs(let logprobs):
                 prefill = zip(job.promptTokens, logprobs).map { id, lp in
@@ -95,15 +116,19 @@ struct GenerateRoutes: Sendable {
                 var response = asArray ? encodeJSON([body]) : encodeJSON(body)
                 addTimingHeaders(&response.headers, timings)
                 return response
-            case .failed(let message):
-                return APIError(.failedDependency, "Request failed during generation: \(message)", type: "generation").response
+            case .failed(let failure) where failure.kind == .timeout:
+                return APIError(.requestTimeout, failure.message, type: "timeout").response
+            case .failed(let failure):
+                return APIError(.failedDependency, "Request failed during generation: \(failure.message)", type: "generation").response
             }
         }
         // The stream ended without a final event: the request was cancelled (client gone).
         return APIError(.internalServerError, "generation was cancelled", type: "incomplete_generation").response
     }
 
-    private func streamResponse(_ parsed: GenerateRequest, _ job: GenerationRequest, _ engine: TextGenerationEngine) -> HTTPResponse {
+    private func streamResponse(
+        _ parsed: GenerateRequest, _ job: GenerationRequest, _ events: AsyncStream<GenerationEvent>, _ engine: GenerationScheduler
+    ) -> HTTPResponse {
         .eventStream { writer in
             var index = 0
             var text = parsed.returnFullText ? parsed.inputs : ""
@@ -121,7 +146,7 @@ struct GenerateRoutes: Sendable {
                     generated_text: final == nil ? nil : text, details: details)
                 try await writer.send(ServerSentEvent(data: jsonString(event)))
             }
-            for await event in engine.generate(job) {
+            for await event in events {
                 switch event {
                 case .promptLogprobs:
                     break  // TGI streams do not carry prefill details
@@ -136,8 +161,8 @@ struct GenerateRoutes: Sendable {
                         try await send(last, final: (reason, seed, timings))
                     }
                     return
-                case .failed(let message):
-                    try await writer.send(ServerSentEvent(data: jsonString(["error": message, "error_type": "generation"])))
+                case .failed(let failure):
+                    try await writer.send(ServerSentEvent(data: jsonString(["error": failure.message, "error_type": failure.kind.rawValue])))
                     return
                 }
             }
@@ -145,7 +170,7 @@ struct GenerateRoutes: Sendable {
     }
 
     /// TGI sends a control token's own text (e.g. `<|im_end|>`) in the token list, with `special`.
-    private func tokenText(_ token: GeneratedToken, _ engine: TextGenerationEngine) -> String {
+    private func tokenText(_ token: GeneratedToken, _ engine: GenerationScheduler) -> String {
         token.special ? engine.tokenizer.decode([token.id], special: true) : token.text
     }
 
