@@ -32,15 +32,18 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 extension APIError {
-    /// The OpenAI shape used on `/v1`: `{"error": {"message", "type", "param", "code"}}`, where
-    /// `code` is the HTTP status.
+    /// The OpenAI shape used on `/v1`: `{"error": {"message", "type", "param", "code"}}`, as
+    /// OpenAI sends it: `type` is the category (`invalid_request_error` for a client error,
+    /// `rate_limit_exceeded` for 429, `server_error` otherwise), `code` Apus's `error_type`
+    /// (`model_not_found`, `empty`, `validation`, `overloaded`, ...). A 422 becomes a 400 here,
+    /// the status OpenAI answers invalid parameters with.
     public var openAIResponse: HTTPResponse {
         struct Body: Encodable {
             struct Detail: Encodable {
                 var message: String
                 var type: String
                 var param: String?
-                var code: Int
+                var code: String
 
                 func encode(to encoder: any Encoder) throws {
                     var c = encoder.container(keyedBy: CodingKeys.self)
@@ -53,10 +56,17 @@ extension APIError {
             }
             var error: Detail
         }
+        let status = self.status.code == 422 ? HTTPStatus.badRequest : self.status
+        let category: String
+        switch status.code {
+        case 429: category = "rate_limit_exceeded"
+        case 400..<500: category = "invalid_request_error"
+        default: category = "server_error"
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let bytes = (try? encoder.encode(Body(error: .init(message: message, type: type, param: nil, code: status.code))))
-            .map(Array.init) ?? Array(#"{"error":{"message":"internal","type":"internal","param":null,"code":500}}"#.utf8)
+        let bytes = (try? encoder.encode(Body(error: .init(message: message, type: category, param: nil, code: type))))
+            .map(Array.init) ?? Array(#"{"error":{"message":"internal","type":"server_error","param":null,"code":"internal"}}"#.utf8)
         var response = HTTPResponse(status: status, headers: ["content-type": "application/json"], bytes: bytes)
         for field in headers { response.headers.replaceOrAdd(name: field.name, value: field.value) }
         return response

@@ -35,7 +35,8 @@ public final class ApusServer: Sendable {
         generate.register(on: &routes)
         let embed = EmbedRoutes(
             models: models, lifecycle: lifecycle, metrics: metrics,
-            maxClientBatchSize: configuration.maxClientBatchSize, autoTruncate: configuration.autoTruncate)
+            maxClientBatchSize: configuration.maxClientBatchSize, autoTruncate: configuration.autoTruncate,
+            admission: EmbeddingAdmission(limit: configuration.maxEmbeddingRequests))
         embed.register(on: &routes)
         RootRoute(generate: generate, embed: embed, models: models).register(on: &routes)
         http = HTTPServer(

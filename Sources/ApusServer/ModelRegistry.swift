@@ -8,6 +8,7 @@ public final class ModelRegistry: Sendable {
     private let generation = Mutex<GenerationScheduler?>(nil)
     private let generationMetrics = Mutex<SchedulerMetrics?>(nil)
     private let embedding = Mutex<EmbeddingEngine?>(nil)
+    private let embeddingSeries = Mutex<SchedulerMetrics?>(nil)
 
     public init() {}
 
@@ -31,7 +32,15 @@ public final class ModelRegistry: Sendable {
         metrics.update(snapshot: engine.snapshot, kvUsage: kv.usage, kvBlocks: kv.totalBlocks)
     }
 
-    public func install(_ engine: EmbeddingEngine) { embedding.withLock { $0 = engine } }
+    /// Installs the embedding engine; `metrics` gets its requests' latency, tokens, failures and
+    /// in-flight count (the same series as generation, under the embedding model's label).
+    public func install(_ engine: EmbeddingEngine, metrics: SchedulerMetrics? = nil) {
+        embeddingSeries.withLock { $0 = metrics }
+        embedding.withLock { $0 = engine }
+    }
+
+    /// The embedding model's series, if installed with them.
+    var embeddingMetrics: SchedulerMetrics? { embeddingSeries.withLock { $0 } }
 
     /// Id and kind of every loaded model, for `/info` and `/v1/models`.
     public var loadedModels: [ServerInfo.Model] {

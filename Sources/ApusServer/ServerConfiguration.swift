@@ -13,11 +13,15 @@ public struct ServerConfiguration: Sendable {
     /// Cut embedding inputs longer than the model's maximum instead of answering 422, when the
     /// request does not say (TEI's `--auto-truncate`).
     public var autoTruncate: Bool
+    /// Embedding requests in flight at most, running or queued (429 with `Retry-After` past it).
+    public var maxEmbeddingRequests: Int
 
     public init(
         http: HTTPServerConfiguration = HTTPServerConfiguration(), drainTimeout: Duration = .seconds(30),
-        maxInputTokens: Int = 4096, maxClientBatchSize: Int = 32, autoTruncate: Bool = false
+        maxInputTokens: Int = 4096, maxClientBatchSize: Int = 32, autoTruncate: Bool = false,
+        maxEmbeddingRequests: Int = 320
     ) {
+        self.maxEmbeddingRequests = maxEmbeddingRequests
         self.http = http
         self.drainTimeout = drainTimeout
         self.maxInputTokens = maxInputTokens

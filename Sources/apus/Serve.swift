@@ -59,7 +59,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most generation requests running at once.")
     var maxConcurrent = 64
 
-    @Option(help: "Most generation requests waiting for a place (429 with Retry-After past it).")
+    @Option(help: "Most generation requests waiting for a place (429 with Retry-After past it). Embedding requests in flight are capped at --max-concurrent plus this.")
     var maxQueue = 256
 
     @Option(help: "Seconds a generation request may take in all (default: no limit; `parameters.timeout_ms` sets one per request).")
@@ -123,7 +123,8 @@ struct Serve: AsyncParsableCommand {
         let server = ApusServer(
             configuration: ServerConfiguration(
                 http: http, drainTimeout: .milliseconds(Int(drainTimeout * 1000)), maxInputTokens: maxInputTokens,
-                maxClientBatchSize: maxClientBatchSize, autoTruncate: autoTruncate),
+                maxClientBatchSize: maxClientBatchSize, autoTruncate: autoTruncate,
+                maxEmbeddingRequests: maxConcurrent + maxQueue),
             logger: logger)
         do {
             try server.start()
@@ -154,7 +155,8 @@ struct Serve: AsyncParsableCommand {
             do {
                 let started = ContinuousClock.now
                 let engine = try embeddingModel.load(threads: model.threadCount)
-                server.models.install(engine)
+                server.models.install(
+                    engine, metrics: SchedulerMetrics(registry: server.metrics.registry, model: engine.modelID))
                 logger.info("model loaded", metadata: [
                     "model": "\(engine.modelID)", "seconds": "\(ContinuousClock.now - started)",
                 ])

@@ -188,18 +188,20 @@ final class EmbedRoutesTests: XCTestCase {
             XCTAssertEqual(r.status, status, "\(body) → \(r.body)")
             XCTAssertTrue(r.body.contains(#""error_type":"\#(type)""#), "\(body) → \(r.body)")
         }
+        // OpenAI's shape: `type` the category, `code` the specific error; invalid parameters are 400.
         let openAI: [(String, Int, String)] = [
             (#"{"input":"a","model":"text-embedding-3-small"}"#, 404, "model_not_found"),
             (#"{"input":[]}"#, 400, "empty"),
-            (#"{"input":"a","encoding_format":"int8"}"#, 422, "validation"),
-            (#"{"prompt":"a"}"#, 422, "validation"),
+            (#"{"input":"a","encoding_format":"int8"}"#, 400, "validation"),
+            (#"{"prompt":"a"}"#, 400, "validation"),
         ]
-        for (body, status, type) in openAI {
+        for (body, status, code) in openAI {
             let r = try await post("/v1/embeddings", body)
             XCTAssertEqual(r.status, status, "\(body) → \(r.body)")
             let error = (try JSONSerialization.jsonObject(with: Data(r.body.utf8)) as? [String: Any])?["error"] as? [String: Any]
-            XCTAssertEqual(error?["type"] as? String, type, r.body)
-            XCTAssertEqual(error?["code"] as? Int, status, r.body)
+            XCTAssertEqual(error?["type"] as? String, "invalid_request_error", r.body)
+            XCTAssertEqual(error?["code"] as? String, code, r.body)
+            XCTAssertTrue(error?.keys.contains("param") ?? false, r.body)
         }
     }
 
@@ -227,5 +229,45 @@ final class EmbedRoutesTests: XCTestCase {
             }
             try await group.waitForAll()
         }
+    }
+}
+
+/// Embedding admission: past the in-flight limit, 429 with `Retry-After`.
+final class EmbeddingAdmissionTests: XCTestCase {
+    func testPastTheLimitIs429() async throws {
+        guard FileManager.default.fileExists(atPath: embeddingModelDirectory + "/model.safetensors") else {
+            throw XCTSkip("the embedding model is not in \(embeddingModelDirectory): run `make models`")
+        }
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        let server = ApusServer(
+            configuration: ServerConfiguration(http: HTTPServerConfiguration(host: "127.0.0.1", port: 0), maxEmbeddingRequests: 1),
+            logger: logger)
+        try server.start()
+        server.models.install(try EmbeddingEngine.load(directory: embeddingModelDirectory, modelID: "all-minilm-l6-v2", threads: 2))
+        server.markReady()
+        let port = server.port
+        let text = String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 20)
+        let body = try JSONSerialization.data(withJSONObject: ["inputs": Array(repeating: text, count: 16), "truncate": true])
+        let statuses = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+            for _ in 0..<12 {
+                group.addTask {
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/embed")
+                    request.method = .POST
+                    request.headers.add(name: "content-type", value: "application/json")
+                    request.body = .bytes(ByteBuffer(bytes: body))
+                    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+                    _ = try await response.body.collect(upTo: 1 << 24)
+                    return (Int(response.status.code), response.headers.first(name: "retry-after"))
+                }
+            }
+            var all: [(Int, String?)] = []
+            for try await status in group { all.append(status) }
+            return all
+        }
+        XCTAssertTrue(statuses.allSatisfy { $0.0 == 200 || ($0.0 == 429 && $0.1 == "1") }, "\(statuses)")
+        XCTAssertTrue(statuses.contains { $0.0 == 429 }, "\(statuses)")
+        XCTAssertTrue(statuses.contains { $0.0 == 200 }, "\(statuses)")
+        await server.shutdown()
     }
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Drives a real `apus serve` with the real Python clients from PyPI (text-generation and
-# huggingface_hub's InferenceClient): Tests/clients/test_tgi_clients.py.
+# Drives a real `apus serve` with the real Python clients from PyPI: text-generation and
+# huggingface_hub's InferenceClient on the TGI routes (Tests/clients/test_tgi_clients.py), and
+# huggingface_hub's feature_extraction and the openai client on the embedding routes
+# (Tests/clients/test_embedding_clients.py).
 #
 #   Tests/clients/run.sh [pytest args...]      (or `make test-clients`)
 #

@@ -1,5 +1,6 @@
 import ApusHTTP
 import ApusModels
+import ApusScheduler
 import ApusTokenizers
 import Foundation
 
@@ -13,6 +14,8 @@ struct EmbedRoutes: Sendable {
     let maxClientBatchSize: Int
     /// Truncate over-long inputs when the request does not say (TEI's `--auto-truncate`).
     let autoTruncate: Bool
+    /// Requests in flight at most (429 past it).
+    let admission: EmbeddingAdmission
 
     func register(on router: inout HTTPRouter) {
         router.onAsync("POST", "/embed") { request, context in
@@ -101,12 +104,26 @@ struct EmbedRoutes: Sendable {
                 sequences.append(parsed.direction == .right ? Array(ids.prefix(maxLength)) : Array(ids.suffix(maxLength)))
             }
         }
+        let modelMetrics = models.embeddingMetrics
+        guard admission.enter() else {
+            modelMetrics?.failed(.overloaded)
+            throw APIError(
+                .tooManyRequests, "Model is overloaded: \(admission.limit) embedding requests in flight", type: "overloaded",
+                headers: ["retry-after": "1"])
+        }
+        let started = ContinuousClock.now
+        modelMetrics?.update(snapshot: SchedulerSnapshot(waiting: 0, running: admission.current), kvUsage: 0, kvBlocks: 0)
         let vectors = await engine.embed(sequences, normalize: parsed.normalize)
+        admission.leave()
+        modelMetrics?.update(snapshot: SchedulerSnapshot(waiting: 0, running: admission.current), kvUsage: 0, kvBlocks: 0)
         guard vectors.count == sequences.count else {
+            modelMetrics?.failed(.dropped)
             throw APIError(.internalServerError, "the embedding was cancelled", type: "cancelled")
         }
         let tokens = sequences.reduce(0) { $0 + $1.count }
         metrics.recordEmbeddings(inputs: sequences.count, tokens: tokens)
+        let elapsed = ContinuousClock.now - started
+        modelMetrics?.finished(promptTokens: tokens, generatedTokens: 0, seconds: elapsed.seconds)
         return (vectors, tokens)
     }
 
