@@ -128,40 +128,52 @@ final class MatmulTests: XCTestCase {
         }
     }
 
-    /// The SIMD path computes each output element the same way whatever else is in the call:
-    /// a token alone (M = 1), inside batches of 3, 8 or 33 (different token tiles), on 1 or 2
-    /// threads, must give the same bits.
+    /// The SIMD path computes each output element the same way whatever else is in the call: a
+    /// token alone (M = 1) and the same token inside batches of 2 to 70 tokens, starting at the
+    /// batch's first token or further in, on 1 or 2 threads, must give the same bits. The batch
+    /// sizes cover every tiling: the one-row kernel's register tiles (1, 2 and 4 tokens, Q8_0
+    /// below 16 tokens, Q6_K at any count), the two-row kernel's tiles of up to 16 tokens (up to
+    /// 768 columns) or 8 (wider rows) and their splits (17 = 9 + 8; 9 = 5 + 4 in wide rows), an
+    /// odd last row (37 and 133 rows, and a thread's range of rows that ends odd), several blocks
+    /// of rows (133), gaps between rows, and plain-format rows with a tail (100 and 801 columns).
     func testSIMDPathIsBatchInvariant() throws {
         let one = ThreadPool(threads: 1)
         let two = ThreadPool(threads: 2)
+        let tokens = 70
         for format in WeightFormat.allCases {
             let (rows, cols) = Self.shapes(format).last!
-            var generator = SeededGenerator(seed: 4242)
-            let w = try TestMatrix(format: format, rows: rows, cols: cols, generator: &generator)
-            let tokens = 33
-            let x = generator.floats(tokens * cols)
-            func run(_ first: Int, _ count: Int, _ pool: ThreadPool) -> [Float] {
-                var y = [Float](repeating: 0, count: count * rows)
-                x.withUnsafeBufferPointer { xp in
-                    y.withUnsafeMutableBufferPointer { yp in
-                        matmul(
-                            w.matrix, input: xp.baseAddress! + first * cols, inputStride: cols, output: yp.baseAddress!,
-                            outputStride: rows, tokens: count, pool: pool, path: .simd)
+            let wide = format.blockSize == 256 ? 1024 : (format.blockSize == 32 ? 800 : 801)
+            for (rows, cols, padding) in [(rows, cols, 0), (133, wide, 8)] {
+                var generator = SeededGenerator(seed: 4242)
+                let w = try TestMatrix(format: format, rows: rows, cols: cols, padding: padding, generator: &generator)
+                let x = generator.floats(tokens * cols)
+                func run(_ first: Int, _ count: Int, _ pool: ThreadPool) -> [Float] {
+                    var y = [Float](repeating: .nan, count: count * rows)
+                    x.withUnsafeBufferPointer { xp in
+                        y.withUnsafeMutableBufferPointer { yp in
+                            matmul(
+                                w.matrix, input: xp.baseAddress! + first * cols, inputStride: cols, output: yp.baseAddress!,
+                                outputStride: rows, tokens: count, pool: pool, path: .simd)
+                        }
+                    }
+                    return y
+                }
+                let alone = (0..<tokens).map { run($0, 1, one) }
+                for count in [2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 33, 64, 70] {
+                    for first in count + 3 <= tokens ? [0, 3] : [0] {
+                        for pool in [one, two] {
+                            let batch = run(first, count, pool)
+                            for m in 0..<count {
+                                for r in 0..<rows where batch[m * rows + r].bitPattern != alone[first + m][r].bitPattern {
+                                    XCTFail(
+                                        "\(format) \(rows)x\(cols): token \(first + m) row \(r) differs in a batch of \(count) from token \(first) on \(pool.threads) threads: \(batch[m * rows + r]) vs \(alone[first + m][r])")
+                                    return
+                                }
+                            }
+                        }
                     }
                 }
-                return y
             }
-            let alone = (0..<tokens).map { run($0, 1, one) }
-            for (count, pool) in [(8, one), (8, two), (3, two), (33, two), (33, one), (2, two)] {
-                let batch = run(0, count, pool)
-                for m in 0..<count {
-                    for r in 0..<rows where batch[m * rows + r].bitPattern != alone[m][r].bitPattern {
-                        XCTFail("\(format): token \(m) row \(r) differs in a batch of \(count) on \(pool.threads) threads: \(batch[m * rows + r]) vs \(alone[m][r])")
-                        return
-                    }
-                }
-            }
-            // And with another matrix split: the same rows as part of a taller matrix.
         }
     }
 

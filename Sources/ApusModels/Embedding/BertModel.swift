@@ -11,9 +11,9 @@ import COpenBLAS
 /// packed sequence attends to exactly its own tokens, so no mask is needed). A dense layer's
 /// output columns (or, for many tokens, its rows) are split across the thread pool; each thread
 /// seeds its block with the bias (plus the residual), accumulates the product onto it, and applies
-/// GELU, while the block is in its cache. The product is ``denseSmallBatch`` below
-/// ``blasThreshold`` tokens (a batch of one short sentence: it reads the weights in place) and
-/// OpenBLAS's sgemm from there.
+/// GELU, while the block is in its cache. The product is ``denseSmallBatch`` for few tokens (a
+/// batch of one short sentence: it reads the weights in place) and OpenBLAS's sgemm for more
+/// (``usesBLAS(tokens:inputs:)``).
 ///
 /// F32 weights are used in place in the file mapping; F16/BF16 tensors are converted to f32
 /// copies at load. Not thread-safe: one thread drives a model (``EmbeddingEngine``'s worker).
@@ -121,11 +121,16 @@ public final class BertModel: @unchecked Sendable {
     /// activations, then the larger operand, are read once).
     static let rowSplitThreshold = 1024
 
-    /// Token count from which dense layers use OpenBLAS rather than ``denseSmallBatch``.
-    /// Measured on the 2-core Zen 4, one thread, MiniLM's three matrix shapes with the weights
-    /// streamed from memory: the kernel is 10–25% faster below 32 tokens (it reads the weights in
-    /// place; sgemm repacks them on every call), about even at 32, and 10–40% slower from 64 on.
-    static let blasThreshold = 32
+    /// Whether a dense layer of `tokens` rows and `inputs` columns uses OpenBLAS rather than
+    /// ``denseSmallBatch``. Measured on the 2-core Zen 4, one thread, MiniLM's shapes with the
+    /// weights streamed from memory (GFLOP/s, kernel vs sgemm): 384→1536 and 384→384 at 18
+    /// tokens 60 vs 37 and 74 vs 49, even at 128, sgemm ahead from 192 (79 vs 86); 1536→384 at 18
+    /// tokens 52 vs 45, sgemm ahead from 48 (60 vs 69) and by 25% at 192. sgemm repacks the
+    /// weights on every call, which the kernel's in-place reads save; with a long reduction it
+    /// pays back sooner.
+    static func usesBLAS(tokens: Int, inputs: Int) -> Bool {
+        tokens >= (inputs > 512 ? 48 : 128)
+    }
 
     /// `output[:, parts…] = epilogue(input · [W₀; W₁; …]ᵀ)`, the parts' outputs side by side.
     private func dense(
@@ -133,7 +138,7 @@ public final class BertModel: @unchecked Sendable {
         output: UnsafeMutablePointer<Float>, outputStride: Int, rows m: Int, epilogue: DenseEpilogue
     ) {
         let columns = parts.reduce(0) { $0 + $1.outputs }
-        let useBLAS = m >= Self.blasThreshold
+        let useBLAS = Self.usesBLAS(tokens: m, inputs: parts[0].inputs)
         let job = DenseJob(
             parts: parts, input: input, inputStride: inputStride, output: output, outputStride: outputStride, epilogue: epilogue,
             useBLAS: useBLAS)

@@ -16,18 +16,41 @@ func denseSmallBatch(
     a: UnsafePointer<Float>, lda: Int, w: UnsafePointer<Float>, ldw: Int,
     c: UnsafeMutablePointer<Float>, ldc: Int, tokens: Int, rows: Range<Int>, k: Int, accumulate: Bool
 ) {
+    // With few tokens the weights come from memory, used by few multiply-adds each: on demand,
+    // the first token tile of every block would wait for them. So the block `prefetchBlocks`
+    // ahead is requested into L2 a share at a time, after each token tile (measured +10–60% for
+    // 4–32 tokens with the weights out of cache; the blocks before the first one reached that
+    // way are requested up front).
+    let blockBytes = 4 * ldw * MemoryLayout<Float>.stride
+    let tiles = tokens / 3 + tokens % 3
+    let share = (blockBytes / 64 + tiles - 1) / max(tiles, 1) * 64
+    let end = rows.upperBound
+    if end - rows.lowerBound >= 8 {
+        let first = UnsafeRawPointer(w + (rows.lowerBound + 4) * ldw)
+        let count = min(prefetchBlocks - 1, (end - rows.lowerBound) / 4 - 1) * blockBytes
+        for offset in stride(from: 0, to: count, by: 64) { prefetchToL2(first + offset) }
+    }
     var r = rows.lowerBound
-    while r < rows.upperBound {
-        let rowsLeft = rows.upperBound - r
-        if rowsLeft >= 4 {
+    while r < end {
+        if end - r >= 4 {
+            let ahead = r + 4 * prefetchBlocks
+            let next = UnsafeRawPointer(w + ahead * ldw)
+            let nextBytes = ahead + 4 <= end ? blockBytes : 0
+            var fetched = 0
             var t = 0
-            while t + 3 <= tokens {
-                tile4x3(a: a + t * lda, lda: lda, w: w + r * ldw, ldw: ldw, c: c + t * ldc + r, ldc: ldc, k: k, accumulate: accumulate)
-                t += 3
-            }
             while t < tokens {
-                tile4x1(a: a + t * lda, w: w + r * ldw, ldw: ldw, c: c + t * ldc + r, k: k, accumulate: accumulate)
-                t += 1
+                let limit = min(fetched + share, nextBytes)
+                while fetched < limit {
+                    prefetchToL2(next + fetched)
+                    fetched += 64
+                }
+                if tokens - t >= 3 {
+                    tile4x3(a: a + t * lda, lda: lda, w: w + r * ldw, ldw: ldw, c: c + t * ldc + r, ldc: ldc, k: k, accumulate: accumulate)
+                    t += 3
+                } else {
+                    tile4x1(a: a + t * lda, w: w + r * ldw, ldw: ldw, c: c + t * ldc + r, k: k, accumulate: accumulate)
+                    t += 1
+                }
             }
             r += 4
         } else {
@@ -44,6 +67,19 @@ func denseSmallBatch(
             r += 1
         }
     }
+}
+
+/// How many 4-row blocks ahead ``denseSmallBatch`` prefetches (24–96 KB for MiniLM's
+/// matrices; 2 and 4 measured alike, 1 slower).
+private let prefetchBlocks = 4
+
+/// LLVM's prefetch intrinsic (read, locality 2: `prefetcht1`, into L2, data cache).
+@_silgen_name("llvm.prefetch.p0")
+private func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
+
+@inline(__always)
+private func prefetchToL2(_ address: UnsafeRawPointer) {
+    llvmPrefetch(address, 0, 2, 1)
 }
 
 @inline(__always)

@@ -72,8 +72,9 @@ public final class EmbeddingEngine: Sendable {
     ///   - directory: the model directory.
     ///   - modelID: the name requests and `/info` use.
     ///   - threads: kernel threads.
+    ///   - maxBatchTokens: the token budget of one forward pass when batching requests.
     /// - Throws: ``EmbeddingModelError``, or the tokenizer's `WordPieceTokenizerError`.
-    public static func load(directory: String, modelID: String, threads: Int) throws -> EmbeddingEngine {
+    public static func load(directory: String, modelID: String, threads: Int, maxBatchTokens: Int = 8192) throws -> EmbeddingEngine {
         let configuration = try SentenceEmbeddingConfiguration.load(directory: directory)
         let base = URL(fileURLWithPath: directory)
         let file: SafetensorsFile
@@ -89,7 +90,8 @@ public final class EmbeddingEngine: Sendable {
                 file: "tokenizer.json", field: "model.vocab",
                 reason: "has \(tokenizer.vocabularySize) ids but the model only \(configuration.bert.vocabularySize) embeddings")
         }
-        return EmbeddingEngine(modelID: modelID, model: model, tokenizer: tokenizer, configuration: configuration)
+        return EmbeddingEngine(
+            modelID: modelID, model: model, tokenizer: tokenizer, configuration: configuration, maxBatchTokens: maxBatchTokens)
     }
 
     /// The ids of `text` with [CLS] and [SEP], not truncated (compare with

@@ -3,7 +3,7 @@
 // scales): speed does not depend on the values. Results and their reading: README.md.
 //
 //   swift build -c release
-//   ./.build/release/KernelBench [pool] [matvec] [formats] [blas] [threshold] [ops]   (none: all)
+//   ./.build/release/KernelBench [pool] [matvec] [formats] [blas] [threshold] [batched] [ops]   (none: all)
 //
 // Profiling helpers (one loop for `perf record`):
 //   FORMAT=Q4_K ROWS=1536 COLS=512 ./.build/release/KernelBench profile <tokens>   (1 thread, 5 s)
@@ -336,6 +336,81 @@ func benchOps() {
     if sink == 0.123 && sinkIndex == -1 { print("") }
 }
 
+/// Batched decode at the real shapes of SmolLM2-135M-Instruct Q4_1 (Q4_1 projections, the Q8_0
+/// output head), the SIMD path against the BLAS path. Per shape and M: single calls of the two
+/// paths alternate, and each path's fastest call is kept (robust to other processes taking a
+/// core now and then, which medians of runs on this shared 2-core machine were not). Activations
+/// are 64-byte aligned. Then a whole decode step's matrices in model order (96 MB, out of cache).
+/// THREADS=1 or 2 (default 2).
+func benchBatched() {
+    let threads = Int(getenv("THREADS").map { String(cString: $0) } ?? "2")!
+    let pool = pools[threads]!
+    let shapes: [(String, WeightFormat, Int, Int)] = [
+        ("Q4_1 576→1536 (gate, up)", .q4_1, 1536, 576),
+        ("Q4_1 1536→576 (down)", .q4_1, 576, 1536),
+        ("Q4_1 576→576 (q, o)", .q4_1, 576, 576),
+        ("Q4_1 576→192 (k, v)", .q4_1, 192, 576),
+        ("Q8_0 576→49152 (head)", .q8_0, 49152, 576),
+    ]
+    let ms = [1, 2, 3, 4, 8, 16, 32, 64]
+    let xRaw = UnsafeMutableRawPointer.allocate(byteCount: 4 * 64 * 1536, alignment: 64)
+    let x = xRaw.bindMemory(to: Float.self, capacity: 64 * 1536)
+    for i in 0..<(64 * 1536) { x[i] = rng.unit() }
+    let y = floats(64 * 49152)
+    print("\n## Batched decode at the model's shapes, SIMD vs BLAS path, \(threads) thread(s)\n")
+    print("Fastest of alternating single calls; GFLOP/s = 2·rows·cols·M / time.\n")
+    print("| matrix | M | SIMD µs | BLAS µs | SIMD GFLOP/s | BLAS GFLOP/s | SIMD time / BLAS time |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, format, rows, cols) in shapes {
+        let w = makeMatrix(format, rows: rows, cols: cols)
+        for m in ms {
+            let flops = 2.0 * Double(rows * cols * m)
+            let calls = max(6, Int(1.5e9 / flops))
+            var best = [1e9, 1e9]
+            for _ in 0..<calls {
+                for (i, path) in [MatmulPath.simd, .blas].enumerated() {
+                    let t0 = now()
+                    matmul(w, input: x, inputStride: cols, output: y, outputStride: rows, tokens: m, pool: pool, path: path)
+                    best[i] = min(best[i], now() - t0)
+                }
+            }
+            print("| \(name) | \(m) | \(fmt(best[0] * 1e6)) | \(fmt(best[1] * 1e6)) | \(fmt(flops / best[0] / 1e9)) | \(fmt(flops / best[1] / 1e9)) | \(fmt(best[0] / best[1], 2)) |")
+        }
+    }
+    // A whole decode step's matrices in model order: 96.6 MB, out of cache.
+    var step: [WeightMatrix] = []
+    for _ in 0..<30 {
+        step.append(makeMatrix(.q4_1, rows: 576, cols: 576))  // q
+        step.append(makeMatrix(.q4_1, rows: 192, cols: 576))  // k
+        step.append(makeMatrix(.q4_1, rows: 192, cols: 576))  // v
+        step.append(makeMatrix(.q4_1, rows: 576, cols: 576))  // o
+        step.append(makeMatrix(.q4_1, rows: 1536, cols: 576))  // gate
+        step.append(makeMatrix(.q4_1, rows: 1536, cols: 576))  // up
+        step.append(makeMatrix(.q4_1, rows: 576, cols: 1536))  // down
+    }
+    step.append(makeMatrix(.q8_0, rows: 49152, cols: 576))  // head
+    let stepFlops = step.reduce(0.0) { $0 + 2.0 * Double($1.rows * $1.cols) }
+    let stepBytes = Double(step.reduce(0) { $0 + $1.byteCount })
+    print("\nA decode step's matrices (30 layers + head, \(fmt(stepBytes / 1e6)) MB, \(fmt(stepFlops / 1e6, 0)) MFLOP per token), fastest of alternating passes:\n")
+    print("| M | SIMD ms | BLAS ms | SIMD GFLOP/s | BLAS GFLOP/s | SIMD time / BLAS time |")
+    print("|---|---|---|---|---|---|")
+    for m in ms {
+        var best = [1e9, 1e9]
+        let passes = max(4, min(12, Int(2.0 / (0.006 + Double(m) * 0.0025))))
+        for _ in 0..<passes {
+            for (i, path) in [MatmulPath.simd, .blas].enumerated() {
+                let t0 = now()
+                for w in step {
+                    matmul(w, input: x, inputStride: w.cols, output: y, outputStride: w.rows, tokens: m, pool: pool, path: path)
+                }
+                best[i] = min(best[i], now() - t0)
+            }
+        }
+        let flops = stepFlops * Double(m)
+        print("| \(m) | \(fmt(best[0] * 1e3, 2)) | \(fmt(best[1] * 1e3, 2)) | \(fmt(flops / best[0] / 1e9)) | \(fmt(flops / best[1] / 1e9)) | \(fmt(best[0] / best[1], 2)) |")
+    }
+}
+
 // MARK: - Main
 
 let arguments = Set(CommandLine.arguments.dropFirst())
@@ -384,6 +459,7 @@ if wants("matvec") { benchMatvec() }
 if wants("formats") { benchFormats() }
 if wants("blas") { benchBLAS() }
 if wants("threshold") { benchThreshold() }
+if wants("batched") { benchBatched() }
 if wants("ops") { benchOps() }
 let wall = now() - startWall
 let processCPU = cpuSeconds() - startCPU
