@@ -14,9 +14,12 @@ public enum MatmulPath: Sendable, Equatable {
 
     /// Token count from which `.automatic` switches to OpenBLAS. Measured on the 2-core Zen 4
     /// (Benchmarks/kernels/README.md, Q4_1 1536×576 and 576×1536, 2 threads): the SIMD kernel
-    /// wins up to 4 tokens (by 10–50%), the BLAS path from 5 (by 5–35%, more as M grows).
+    /// won up to 4 tokens (by 10–50%), the BLAS path from 5 (by 5–35%, more as M grows).
     /// Below the threshold `.automatic` is batch-invariant; callers that need invariance for
-    /// larger decode batches pass `.simd` (at 8 tokens it costs 15–35% more than BLAS).
+    /// larger decode batches pass `.simd`. Since the two-row kernel (``simdRowPairs``) the SIMD
+    /// path takes 0.87–1.02× the BLAS path's time at 5–7 tokens on two threads and 1.02–1.12× at
+    /// 8 (12–31% more at 16 and 64): the threshold should move to 8 (not done with the kernel,
+    /// as it changes which numbers `.automatic` gives at 5–7 tokens).
     public static let defaultBLASThreshold = 5
 }
 
@@ -148,7 +151,7 @@ func chunkSums(_ x: UnsafePointer<Float>, stride: Int, tokens: Int, chunks: Int,
 ///   tile is 1.1–1.4× faster);
 /// - not for Q6_K: its two scales per chunk leave no registers for two rows (0.75–1.0×);
 /// - Q8_0 (the output head) only from 16 tokens: on the 30 MB head streamed from memory, the
-///   pair kernel measured 0.76–0.93× the one-row kernel at 5–12 tokens (1.13–1.15× at 16),
+///   pair kernel measured 0.71–0.93× the one-row kernel at 3–12 tokens (1.13–1.15× at 16),
 ///   though in cache it is on par at 8 tokens and faster at 3–7. (Why it streams Q8_0 rows
 ///   worse was not found: this VM has no hardware counters.)
 @inline(__always)
