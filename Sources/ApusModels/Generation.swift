@@ -6,16 +6,19 @@ public struct GenerationRequest: Sendable {
     public var stopSequences: [String]
     /// Compute each prompt token's log-probability (TGI's `decoder_input_details`).
     public var wantsPromptLogprobs: Bool
+    /// Decode with CoreInfer core neurons chosen from the prompt; nil for dense.
+    public var coreNeurons: CoreNeuronParameters?
 
     public init(
         promptTokens: [Int32], sampling: SamplingParameters = SamplingParameters(), maxNewTokens: Int,
-        stopSequences: [String] = [], wantsPromptLogprobs: Bool = false
+        stopSequences: [String] = [], wantsPromptLogprobs: Bool = false, coreNeurons: CoreNeuronParameters? = nil
     ) {
         self.promptTokens = promptTokens
         self.sampling = sampling
         self.maxNewTokens = maxNewTokens
         self.stopSequences = stopSequences
         self.wantsPromptLogprobs = wantsPromptLogprobs
+        self.coreNeurons = coreNeurons
     }
 }
 

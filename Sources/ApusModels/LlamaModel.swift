@@ -16,11 +16,15 @@ public struct ForwardEntry {
     public var cache: any SequenceKV
     public var tokens: ArraySlice<Int32>
     public var logits: Logits
+    /// The sequence's CoreInfer state: its prompt tokens vote, and once its core set is chosen
+    /// its decode steps compute only the core neurons of the sparsified layers. Nil: dense.
+    public var coreNeurons: CoreNeurons?
 
-    public init(cache: any SequenceKV, tokens: ArraySlice<Int32>, logits: Logits) {
+    public init(cache: any SequenceKV, tokens: ArraySlice<Int32>, logits: Logits, coreNeurons: CoreNeurons? = nil) {
         self.cache = cache
         self.tokens = tokens
         self.logits = logits
+        self.coreNeurons = coreNeurons
     }
 
     var logitRowCount: Int {
@@ -55,6 +59,9 @@ public final class LlamaModel: @unchecked Sendable {
     private let rope: RoPE
     private let attentionWorkspace = AttentionWorkspace()
     private var scratch = Scratch()
+    /// `down` of each layer by column, for sparse decode steps (made on first use).
+    private var columnMajorDown: [ColumnMajorQ4Matrix]?
+    private var selection = SparseNeuronSelection()
 
     struct Layer {
         var attentionNorm: UnsafePointer<Float>
@@ -118,6 +125,34 @@ public final class LlamaModel: @unchecked Sendable {
 
     deinit { scratch.free() }
 
+    /// Whether this model can decode with core neurons (CoreInfer): its FFN `down` matrices are
+    /// Q4_0 or Q4_1, which ``ColumnMajorQ4Matrix`` stores by neuron.
+    public var supportsCoreNeurons: Bool {
+        layers.allSatisfy { ($0.down.format == .q4_0 || $0.down.format == .q4_1) && $0.down.rows % 32 == 0 }
+    }
+
+    /// Bytes of the by-neuron copies of `down` that sparse decoding keeps (0 until first used).
+    public var coreNeuronMemoryBytes: Int { columnMajorDown?.reduce(0) { $0 + $1.byteCount } ?? 0 }
+
+    /// A new CoreInfer state for a prompt of `promptLength` tokens.
+    public func makeCoreNeurons(_ parameters: CoreNeuronParameters, promptLength: Int, keepsRanking: Bool = false) -> CoreNeurons {
+        CoreNeurons(
+            parameters: parameters, promptLength: promptLength, layerCount: configuration.layerCount,
+            neuronCount: configuration.feedForwardLength, keepsRanking: keepsRanking)
+    }
+
+    private func downByNeuron() -> [ColumnMajorQ4Matrix] {
+        if let columnMajorDown { return columnMajorDown }
+        let made = layers.map { layer in
+            guard let m = ColumnMajorQ4Matrix(layer.down) else {
+                preconditionFailure("core neurons need Q4_0/Q4_1 down matrices (check supportsCoreNeurons)")
+            }
+            return m
+        }
+        columnMajorDown = made
+        return made
+    }
+
     /// A new, empty cache for one sequence.
     public func makeCache() -> SequenceKVCache {
         SequenceKVCache(layerCount: configuration.layerCount, kvWidth: configuration.kvWidth)
@@ -143,7 +178,7 @@ public final class LlamaModel: @unchecked Sendable {
 
         scratch.reserve(tokens: m, d: d, q: qWidth, kv: kvWidth, ff: ff, ropeTable: rope.tableCount)
         let x = scratch.x, xn = scratch.xn, q = scratch.q, k = scratch.k, v = scratch.v
-        let attn = scratch.attention, gate = scratch.gate, up = scratch.up, tables = scratch.ropeTables
+        let attn = scratch.attention, gate = scratch.gate, tables = scratch.ropeTables
 
         // Embeddings and one RoPE table per token.
         var row = 0
@@ -212,13 +247,41 @@ public final class LlamaModel: @unchecked Sendable {
             add(xn, into: x, count: m * d)
 
             rmsNorm(x, weight: layer.ffnNorm, epsilon: c.rmsEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
-            grouped(layer.gate, input: xn, inputStride: d, output: gate, outputStride: ff, tokens: m)
-            grouped(layer.up, input: xn, inputStride: d, output: up, outputStride: ff, tokens: m)
-            swiglu(gate: gate, up: up, output: gate, count: m * ff)
-            grouped(layer.down, input: gate, inputStride: ff, output: xn, outputStride: d, tokens: m)
+            // Invariant rows in runs: dense ones through the SIMD kernel, decode rows of
+            // sequences with core neurons in this layer through the sparse kernels (per-row
+            // arithmetic either way, so batch-invariant); then the other rows.
+            var run = 0
+            while run < invariantRows {
+                let sparse = batch[run].coreNeurons?.neurons(layer: layerIndex) != nil
+                var end = run + 1
+                while end < invariantRows && (batch[end].coreNeurons?.neurons(layer: layerIndex) != nil) == sparse { end += 1 }
+                if sparse {
+                    sparseFeedForward(layerIndex, batch: batch, rows: run..<end)
+                } else {
+                    feedForward(layer, rows: run..<end, path: .simd)
+                }
+                run = end
+            }
+            feedForward(layer, rows: invariantRows..<m, path: .automatic)
+            // Prompt tokens vote for their core neurons (h = the down input, now in `gate`).
+            row = 0
+            for entry in batch {
+                if let core = entry.coreNeurons, !core.isReady, core.sparsifies(layer: layerIndex) {
+                    let voters = max(0, min(entry.tokens.count, core.promptLength - entry.cache.length))
+                    for i in 0..<voters {
+                        core.vote(layer: layerIndex, activations: gate + (row + i) * ff, scratch: scratch.votes)
+                    }
+                }
+                row += entry.tokens.count
+            }
             add(xn, into: x, count: m * d)
         }
-        for entry in batch { entry.cache.advance(by: entry.tokens.count) }
+        for entry in batch {
+            if let core = entry.coreNeurons, !core.isReady {
+                core.advance(by: max(0, min(entry.tokens.count, core.promptLength - entry.cache.length)))
+            }
+            entry.cache.advance(by: entry.tokens.count)
+        }
 
         // Final norm and head, only for the rows that need logits.
         let logitRows = batch.reduce(0) { $0 + $1.logitRowCount }
@@ -250,6 +313,43 @@ public final class LlamaModel: @unchecked Sendable {
         }
         return logits
     }
+
+    /// The dense SwiGLU FFN of `rows` (xn → gate, up → xn).
+    private func feedForward(_ layer: Layer, rows: Range<Int>, path: MatmulPath) {
+        guard !rows.isEmpty else { return }
+        let d = configuration.embeddingLength, ff = configuration.feedForwardLength
+        let xn = scratch.xn + rows.lowerBound * d
+        let gate = scratch.gate + rows.lowerBound * ff, up = scratch.up + rows.lowerBound * ff
+        matmul(layer.gate, input: xn, inputStride: d, output: gate, outputStride: ff, tokens: rows.count, pool: pool, path: path)
+        matmul(layer.up, input: xn, inputStride: d, output: up, outputStride: ff, tokens: rows.count, pool: pool, path: path)
+        swiglu(gate: gate, up: up, output: gate, count: rows.count * ff)
+        matmul(layer.down, input: gate, inputStride: ff, output: xn, outputStride: d, tokens: rows.count, pool: pool, path: path)
+    }
+
+    /// The FFN of one-token rows `rows` over each row's core neurons of layer `index` only: their
+    /// rows of `gate` and `up` (the same values as dense), then their columns of `down`.
+    private func sparseFeedForward(_ index: Int, batch: [ForwardEntry], rows: Range<Int>) {
+        let d = configuration.embeddingLength, ff = configuration.feedForwardLength
+        let layer = layers[index]
+        let down = downByNeuron()[index]
+        var start = rows.lowerBound
+        while start < rows.upperBound {
+            let end = min(rows.upperBound, start + 64)
+            // Each set lives in its sequence's CoreNeurons for the whole step.
+            let lists = (start..<end).map { r in
+                batch[r].coreNeurons?.neurons(layer: index) ?? UnsafeBufferPointer(start: nil, count: 0)
+            }
+            selection.set(lists, count: ff)
+            let xn = scratch.xn + start * d
+            let gate = scratch.gate + start * ff, up = scratch.up + start * ff
+            matmulSelectedRows(layer.gate, input: xn, inputStride: d, output: gate, outputStride: ff, selection: selection, pool: pool)
+            matmulSelectedRows(layer.up, input: xn, inputStride: d, output: up, outputStride: ff, selection: selection, pool: pool)
+            // The whole rows (unselected entries are stale and never read by the product below).
+            swiglu(gate: gate, up: up, output: gate, count: (end - start) * ff)
+            sparseColumnProduct(down, z: gate, zStride: ff, output: xn, outputStride: d, selection: selection, pool: pool)
+            start = end
+        }
+    }
 }
 
 /// Activation buffers of a forward pass, grown to the largest step seen and reused.
@@ -264,23 +364,32 @@ private struct Scratch {
     var gate = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     var up = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     var ropeTables = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    /// A layer's positive activations of one token, while it votes for core neurons.
+    var votes = UnsafeMutablePointer<Float>.allocate(capacity: 1)
 
     func free() {
-        for p in [x, xn, q, k, v, attention, gate, up, ropeTables] { p.deallocate() }
+        for p in [x, xn, q, k, v, attention, gate, up, ropeTables, votes] { UnsafeMutableRawPointer(p).deallocate() }
     }
 
     mutating func reserve(tokens m: Int, d: Int, q qWidth: Int, kv: Int, ff: Int, ropeTable: Int) {
         guard m > capacity else { return }
         free()
-        x = .allocate(capacity: m * d)
-        xn = .allocate(capacity: m * max(d, qWidth))
-        q = .allocate(capacity: m * qWidth)
-        k = .allocate(capacity: m * kv)
-        v = .allocate(capacity: m * kv)
-        attention = .allocate(capacity: m * qWidth)
-        gate = .allocate(capacity: m * ff)
-        up = .allocate(capacity: m * ff)
-        ropeTables = .allocate(capacity: m * ropeTable)
+        // 64-byte aligned: the SIMD kernels load activations 32 bytes at a time, and a load that
+        // straddles two cache lines costs the one-row kernel 15–25% (Benchmarks/kernels/README.md).
+        func aligned(_ count: Int) -> UnsafeMutablePointer<Float> {
+            UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
+                .bindMemory(to: Float.self, capacity: count)
+        }
+        x = aligned(m * d)
+        xn = aligned(m * max(d, qWidth))
+        q = aligned(m * qWidth)
+        k = aligned(m * kv)
+        v = aligned(m * kv)
+        attention = aligned(m * qWidth)
+        gate = aligned(m * ff)
+        up = aligned(m * ff)
+        ropeTables = aligned(m * ropeTable)
+        votes = aligned(ff)
         capacity = m
     }
 }

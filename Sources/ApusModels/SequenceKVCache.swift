@@ -83,6 +83,17 @@ public final class SequenceKVCache: SequenceKV {
 
     public func advance(by count: Int) { length += count }
 
+    /// An independent cache holding the same tokens' K/V.
+    public func copy() -> SequenceKVCache {
+        let other = SequenceKVCache(layerCount: layerCount, kvWidth: kvWidth, blockSize: blockSize)
+        other.reserve(adding: length)
+        for (mine, theirs) in zip(blocks, other.blocks) {
+            theirs.update(from: mine, count: layerCount * 2 * floatsPerBlockLayer)
+        }
+        other.length = length
+        return other
+    }
+
     /// Forgets everything after the first `count` tokens (blocks are kept for reuse).
     public func truncate(to count: Int) { length = min(length, max(0, count)) }
 }

@@ -21,6 +21,8 @@ public final class GenerationScheduler: Sendable {
     public let tokenizer: any Tokenizer
     /// Longest prompt plus generated tokens a request may have.
     public let contextLength: Int
+    /// Whether the model can decode with CoreInfer core neurons (``LlamaModel/supportsCoreNeurons``).
+    public let supportsCoreNeurons: Bool
     public let configuration: SchedulerConfiguration
     public let kvCache: KVCacheManager
     let queue: SchedulerQueue
@@ -40,6 +42,7 @@ public final class GenerationScheduler: Sendable {
         self.modelID = modelID
         self.tokenizer = tokenizer
         self.contextLength = workers[0].configuration.contextLength
+        self.supportsCoreNeurons = workers.allSatisfy(\.supportsCoreNeurons)
         self.configuration = configuration
         self.kvCache = kvCache
         self.observer = observer
@@ -63,6 +66,8 @@ public final class GenerationScheduler: Sendable {
     /// - Throws: ``AdmissionError`` when the queue is full, the scheduler is stopping, or the
     ///   request cannot fit in the KV cache even alone.
     public func submit(_ request: GenerationRequest, timeout: Duration? = nil) throws(AdmissionError) -> AsyncStream<GenerationEvent> {
+        var request = request
+        if !supportsCoreNeurons { request.coreNeurons = nil }  // the server refuses such requests first
         let capacity = kvCache.blockCount * kvCache.layout.blockSize
         let needed = request.promptTokens.count + request.maxNewTokens
         guard needed <= capacity else { throw .tooLargeForCache(tokens: needed, capacity: capacity) }

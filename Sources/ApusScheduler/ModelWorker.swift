@@ -52,11 +52,16 @@ final class ModelWorker: @unchecked Sendable {
     private func admit(_ admitted: [ScheduledSequence]) {
         for (index, sequence) in admitted.enumerated() {
             do {
+                // Core neurons are chosen from every prompt token's activations, so such a
+                // prompt is computed in full rather than taken from the prefix cache.
                 let kv = try PagedSequenceKV(
                     manager: kvCache, id: SequenceID(sequence.id), tokens: sequence.tokens,
-                    usePrefixCache: !sequence.request.wantsPromptLogprobs)
+                    usePrefixCache: !sequence.request.wantsPromptLogprobs && sequence.request.coreNeurons == nil)
                 sequence.kv = kv
                 sequence.computed = kv.length
+                if let parameters = sequence.request.coreNeurons {
+                    sequence.coreNeurons = model.makeCoreNeurons(parameters, promptLength: sequence.request.promptTokens.count)
+                }
                 if sequence.admittedAt == nil {
                     sequence.admittedAt = .now
                     observer?.prefixLookup(promptTokens: sequence.tokens.count, cachedTokens: kv.length)
@@ -102,29 +107,43 @@ final class ModelWorker: @unchecked Sendable {
         let started = ContinuousClock.now
         var budget = configuration.maxBatchTokens
         var plan: [Planned] = []
-        // Decode rows first (the batch-invariant group of the forward pass), oldest first; then
-        // chunks of prefill in admission order.
-        let decoding = sequences.filter { $0.remaining == 1 }
+        // Decode rows first (the batch-invariant group of the forward pass), oldest first, dense
+        // ones before sparse ones (each kind is one run of rows); then chunks of prefill in
+        // admission order, fewer while others wait on this step for a token.
+        let decoding = sequences.filter { $0.remaining == 1 && $0.coreNeurons?.isReady != true }
+            + sequences.filter { $0.remaining == 1 && $0.coreNeurons?.isReady == true }
         let prefilling = sequences.filter { $0.remaining > 1 }
+        var prefillBudget = decoding.isEmpty ? budget : configuration.maxPrefillWhileDecoding
         for sequence in decoding + prefilling where budget > 0 {
             guard sequences.contains(where: { $0 === sequence }) else { continue }  // preempted meanwhile
-            var count = min(sequence.remaining, budget)
+            let prefills = sequence.remaining > 1
+            if prefills && prefillBudget <= 0 { break }
+            var count = min(sequence.remaining, budget, prefills ? prefillBudget : 1)
             if sequence.collectsPromptLogprobs { count = min(count, configuration.promptLogprobChunk) }
             guard reserve(sequence, count: count, plan: &plan) else { continue }
             let reachesEnd = sequence.computed + count == sequence.tokens.count
             let logits: ForwardEntry.Logits = sequence.collectsPromptLogprobs ? .all : (reachesEnd ? .last : .none)
             plan.append(Planned(sequence: sequence, count: count, logits: logits))
             budget -= count
+            if prefills { prefillBudget -= count }
         }
         guard !plan.isEmpty else { return }
 
         let entries = plan.compactMap { planned -> ForwardEntry? in
             guard let kv = planned.sequence.kv else { return nil }
             let start = planned.sequence.computed
-            return ForwardEntry(cache: kv, tokens: planned.sequence.tokens[start..<(start + planned.count)], logits: planned.logits)
+            return ForwardEntry(
+                cache: kv, tokens: planned.sequence.tokens[start..<(start + planned.count)], logits: planned.logits,
+                coreNeurons: planned.sequence.coreNeurons)
         }
+        let choosing = plan.filter { $0.sequence.coreNeurons?.isReady == false }
+        let sparseRows = plan.count(where: { $0.count == 1 && $0.sequence.coreNeurons?.isReady == true })
         var logits = model.forward(entries)
         observer?.stepRan(sequences: plan.count, tokens: plan.reduce(0) { $0 + $1.count }, seconds: (ContinuousClock.now - started).seconds)
+        if sparseRows > 0 { observer?.sparseDecodeRows(sparseRows) }
+        for planned in choosing {
+            if let core = planned.sequence.coreNeurons, core.isReady { observer?.coreNeuronsChosen(keptFraction: core.keptFraction) }
+        }
 
         var finished: [ObjectIdentifier] = []
         logits.withUnsafeMutableBufferPointer { all in
@@ -183,6 +202,7 @@ final class ModelWorker: @unchecked Sendable {
         victim.kv?.release()
         victim.kv = nil
         victim.computed = 0
+        victim.coreNeurons?.reset()
         if !victim.promptLogprobsSent && victim.request.wantsPromptLogprobs { victim.promptLogprobs = [nil] }
         sequences.removeAll { $0 === victim }
         observer?.preempted()

@@ -27,6 +27,8 @@ final class ScheduledSequence: @unchecked Sendable {
     /// Tokens whose K/V are stored (the KV store's length).
     var computed = 0
     var kv: PagedSequenceKV?
+    /// CoreInfer state (made by the worker at admission when the request asks for it).
+    var coreNeurons: CoreNeurons?
     var sampler: Sampler
     var detokenizer: IncrementalDetokenizer
     let stops: StopSequenceMatcher

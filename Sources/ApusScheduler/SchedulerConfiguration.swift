@@ -1,9 +1,12 @@
 /// Limits of a ``GenerationScheduler``.
 public struct SchedulerConfiguration: Sendable, Equatable {
     /// Most tokens in one step: one per decoding sequence, the rest for chunks of prefill
-    /// (`--max-batch-tokens`). Smaller keeps inter-token latency low while prompts arrive;
-    /// larger gives faster time to first token for long prompts.
+    /// (`--max-batch-tokens`). Larger gives faster time to first token for long prompts.
     public var maxBatchTokens: Int
+    /// Most prompt tokens in a step that also decodes (`--max-prefill-while-decoding`). Every
+    /// decoding sequence waits for the whole step, so this bounds their inter-token latency while
+    /// prompts arrive; on two cores each prompt token costs about as much as a decode row.
+    public var maxPrefillWhileDecoding: Int
     /// Most sequences running at once across the workers (`--max-concurrent`).
     public var maxConcurrent: Int
     /// Most requests waiting for a place (`--max-queue`); past it submissions are refused (429).
@@ -14,11 +17,13 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     public var promptLogprobChunk: Int
 
     public init(
-        maxBatchTokens: Int = 512, maxConcurrent: Int = 64, maxQueue: Int = 256, requestTimeout: Duration? = nil,
-        promptLogprobChunk: Int = 128
+        maxBatchTokens: Int = 512, maxPrefillWhileDecoding: Int = 64, maxConcurrent: Int = 64, maxQueue: Int = 256,
+        requestTimeout: Duration? = nil, promptLogprobChunk: Int = 128
     ) {
-        precondition(maxBatchTokens > 0 && maxConcurrent > 0 && maxQueue >= 0 && promptLogprobChunk > 0)
+        precondition(maxBatchTokens > 0 && maxPrefillWhileDecoding > 0 && maxConcurrent > 0 && maxQueue >= 0)
+        precondition(promptLogprobChunk > 0)
         self.maxBatchTokens = maxBatchTokens
+        self.maxPrefillWhileDecoding = maxPrefillWhileDecoding
         self.maxConcurrent = maxConcurrent
         self.maxQueue = maxQueue
         self.requestTimeout = requestTimeout
@@ -76,6 +81,15 @@ public protocol SchedulerObserver: Sendable {
     func preempted()
     /// A prompt was admitted: `cachedTokens` of its `promptTokens` came from the prefix cache.
     func prefixLookup(promptTokens: Int, cachedTokens: Int)
+    /// A sequence's CoreInfer core neurons were chosen: the mean kept fraction of its sparsified layers.
+    func coreNeuronsChosen(keptFraction: Double)
+    /// A step decoded `rows` tokens through core neurons only.
+    func sparseDecodeRows(_ rows: Int)
+}
+
+extension SchedulerObserver {
+    public func coreNeuronsChosen(keptFraction: Double) {}
+    public func sparseDecodeRows(_ rows: Int) {}
 }
 
 /// A point-in-time view of a scheduler, for gauges and `/info`.

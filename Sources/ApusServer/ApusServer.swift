@@ -31,7 +31,8 @@ public final class ApusServer: Sendable {
         OperationalRoutes.register(
             on: &routes, lifecycle: lifecycle, metrics: metrics, statistics: statistics, models: models,
             configuration: configuration)
-        let generate = GenerateRoutes(models: models, lifecycle: lifecycle, maxInputTokens: configuration.maxInputTokens)
+        let generate = GenerateRoutes(
+            models: models, lifecycle: lifecycle, maxInputTokens: configuration.maxInputTokens, coreNeurons: configuration.coreNeurons)
         generate.register(on: &routes)
         let embed = EmbedRoutes(
             models: models, lifecycle: lifecycle, metrics: metrics,
@@ -100,10 +101,13 @@ public final class ApusServer: Sendable {
         let http = configuration.http
         let scheduler = models.generationEngine.map { engine in
             ServerInfo.Scheduler(
-                maxBatchTokens: engine.configuration.maxBatchTokens, maxConcurrent: engine.configuration.maxConcurrent,
+                maxBatchTokens: engine.configuration.maxBatchTokens,
+                maxPrefillWhileDecoding: engine.configuration.maxPrefillWhileDecoding,
+                maxConcurrent: engine.configuration.maxConcurrent,
                 maxQueue: engine.configuration.maxQueue, requestTimeoutSeconds: engine.configuration.requestTimeout?.seconds,
                 kvCacheBlocks: engine.kvCache.blockCount, kvCacheBlockTokens: engine.kvCache.layout.blockSize,
-                kvCacheBytes: engine.kvCache.byteCount)
+                kvCacheBytes: engine.kvCache.byteCount,
+                coreNeurons: engine.supportsCoreNeurons ? configuration.coreNeurons : nil)
         }
         return ServerInfo(
             name: "apus", version: ApusVersion.string,

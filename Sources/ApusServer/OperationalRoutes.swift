@@ -1,4 +1,5 @@
 import ApusHTTP
+import ApusModels
 import Foundation
 
 /// `/health`, `/health/ready`, `/info` and `/metrics`: the routes operators and probes use.
@@ -102,21 +103,26 @@ public struct ServerInfo: Codable, Sendable, Equatable {
     /// The generation scheduler's limits (absent until its model is loaded).
     public struct Scheduler: Codable, Sendable, Equatable {
         public var maxBatchTokens: Int
+        public var maxPrefillWhileDecoding: Int
         public var maxConcurrent: Int
         public var maxQueue: Int
         public var requestTimeoutSeconds: Double?
         public var kvCacheBlocks: Int
         public var kvCacheBlockTokens: Int
         public var kvCacheBytes: Int
+        /// CoreInfer sparse decoding for requests that do not say (null: dense).
+        public var coreNeurons: CoreNeuronParameters?
 
         enum CodingKeys: String, CodingKey {
             case maxBatchTokens = "max_batch_tokens"
+            case maxPrefillWhileDecoding = "max_prefill_while_decoding"
             case maxConcurrent = "max_concurrent"
             case maxQueue = "max_queue"
             case requestTimeoutSeconds = "request_timeout_s"
             case kvCacheBlocks = "kv_cache_blocks"
             case kvCacheBlockTokens = "kv_cache_block_tokens"
             case kvCacheBytes = "kv_cache_bytes"
+            case coreNeurons = "core_neurons"
         }
     }
 

@@ -20,6 +20,8 @@ public final class SchedulerMetrics: SchedulerObserver {
     ]
     /// Powers of two for sequences and tokens per step.
     public static let batchBuckets: [Double] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+    /// Tenths, for the fraction of FFN neurons a sparse (CoreInfer) sequence keeps.
+    public static let fractionBuckets: [Double] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
     private let waiting: Gauge
     private let running: Gauge
@@ -36,6 +38,9 @@ public final class SchedulerMetrics: SchedulerObserver {
     private let prefixHits: Counter
     private let preemptions: Counter
     private let failures: [FailureReason: Counter]
+    private let coreNeuronFraction: ValueHistogram
+    private let sparseDecodeSteps: Counter
+    private let sparseDecodeTokens: Counter
 
     public init(registry: PrometheusCollectorRegistry, model: String) {
         let labels = [("model", model)]
@@ -69,6 +74,13 @@ public final class SchedulerMetrics: SchedulerObserver {
         preemptions = registry.makeCounter(
             descriptor: name("preemptions", "Sequences preempted for lack of KV blocks (recomputed later)", unit: "total"),
             labels: labels)
+        coreNeuronFraction = registry.makeValueHistogram(
+            descriptor: name("core_neurons_kept_fraction", "Fraction of FFN neurons kept by a sparse (CoreInfer) sequence's core set"),
+            labels: labels, buckets: Self.fractionBuckets)
+        sparseDecodeSteps = registry.makeCounter(
+            descriptor: name("sparse_decode_steps", "Forward steps that decoded through core neurons", unit: "total"), labels: labels)
+        sparseDecodeTokens = registry.makeCounter(
+            descriptor: name("sparse_decode_tokens", "Tokens decoded through core neurons", unit: "total"), labels: labels)
         var failures: [FailureReason: Counter] = [:]
         for reason in FailureReason.allCases {
             failures[reason] = registry.makeCounter(
@@ -111,5 +123,12 @@ public final class SchedulerMetrics: SchedulerObserver {
     public func prefixLookup(promptTokens: Int, cachedTokens: Int) {
         prefixQueries.increment(by: Int64(promptTokens))
         prefixHits.increment(by: Int64(cachedTokens))
+    }
+
+    public func coreNeuronsChosen(keptFraction: Double) { coreNeuronFraction.record(keptFraction) }
+
+    public func sparseDecodeRows(_ rows: Int) {
+        sparseDecodeSteps.increment()
+        sparseDecodeTokens.increment(by: Int64(rows))
     }
 }

@@ -1,4 +1,5 @@
 import ApusHTTP
+import ApusModels
 
 /// Everything `apus serve` is configured with.
 public struct ServerConfiguration: Sendable {
@@ -15,12 +16,16 @@ public struct ServerConfiguration: Sendable {
     public var autoTruncate: Bool
     /// Embedding requests in flight at most, running or queued (429 with `Retry-After` past it).
     public var maxEmbeddingRequests: Int
+    /// CoreInfer sparse decoding for generation requests that do not say (`--core-neurons`);
+    /// nil for dense.
+    public var coreNeurons: CoreNeuronParameters?
 
     public init(
         http: HTTPServerConfiguration = HTTPServerConfiguration(), drainTimeout: Duration = .seconds(30),
         maxInputTokens: Int = 4096, maxClientBatchSize: Int = 32, autoTruncate: Bool = false,
-        maxEmbeddingRequests: Int = 320
+        maxEmbeddingRequests: Int = 320, coreNeurons: CoreNeuronParameters? = nil
     ) {
+        self.coreNeurons = coreNeurons
         self.maxEmbeddingRequests = maxEmbeddingRequests
         self.http = http
         self.drainTimeout = drainTimeout

@@ -56,3 +56,22 @@ struct EmbeddingModelOptions: ParsableArguments {
         try EmbeddingEngine.load(directory: embeddingModel, modelID: embeddingModelID, threads: threads)
     }
 }
+
+/// CoreInfer settings besides the kept fraction, shared by `serve`, `study-core-neurons` and
+/// `bench-core-neurons`.
+struct CoreNeuronOptions: ParsableArguments {
+    @Option(help: "CoreInfer: each prompt token's top fraction (α) of its positive FFN activations that vote for core neurons.")
+    var coreNeuronsTokenFraction = 0.4
+
+    @Option(help: "CoreInfer: leading layers that stay dense.")
+    var coreNeuronsDenseFirst = 3
+
+    @Option(help: "CoreInfer: trailing layers that stay dense.")
+    var coreNeuronsDenseLast = 2
+
+    func parameters(keep: Double) -> CoreNeuronParameters {
+        CoreNeuronParameters(
+            keep: keep, tokenFraction: coreNeuronsTokenFraction, denseFirstLayers: coreNeuronsDenseFirst,
+            denseLastLayers: coreNeuronsDenseLast)
+    }
+}

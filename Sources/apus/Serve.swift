@@ -56,6 +56,20 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most tokens in one forward step: a decode token per running request plus chunks of prefill.")
     var maxBatchTokens = 512
 
+    @Option(help: "Most prompt tokens in a step that also decodes for running requests: bounds their inter-token latency while new prompts arrive.")
+    var maxPrefillWhileDecoding = 64
+
+    @Option(help: "CoreInfer sparse decoding for requests that do not say (`parameters.core_neurons`): `off`, or the kept fraction of FFN neurons (β) in (0, 1].")
+    var coreNeurons = "off"
+
+    @OptionGroup var coreNeuronOptions: CoreNeuronOptions
+
+    /// The server's CoreInfer setting (nil: dense).
+    var coreNeuronParameters: CoreNeuronParameters? {
+        guard coreNeurons != "off", let keep = Double(coreNeurons) else { return nil }
+        return coreNeuronOptions.parameters(keep: keep)
+    }
+
     @Option(help: "Most generation requests running at once.")
     var maxConcurrent = 64
 
@@ -89,6 +103,7 @@ struct Serve: AsyncParsableCommand {
             ("--max-body-bytes", maxBodyBytes), ("--max-header-bytes", maxHeaderBytes),
             ("--max-header-count", maxHeaderCount), ("--max-request-line-bytes", maxRequestLineBytes),
             ("--max-connections", maxConnections), ("--max-batch-tokens", maxBatchTokens),
+            ("--max-prefill-while-decoding", maxPrefillWhileDecoding),
             ("--max-concurrent", maxConcurrent), ("--workers", workers), ("--max-client-batch-size", maxClientBatchSize),
         ] where value <= 0 {
             throw ValidationError("\(name) must be positive")
@@ -98,6 +113,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("\(name) must be a positive number of seconds")
         }
         guard maxQueue >= 0 else { throw ValidationError("--max-queue must not be negative") }
+        if coreNeurons != "off" {
+            guard Double(coreNeurons) != nil else { throw ValidationError("--core-neurons must be `off` or a fraction in (0, 1]") }
+            if let problem = coreNeuronParameters?.problem { throw ValidationError("--core-neurons: \(problem)") }
+        }
         if let requestTimeout, !(requestTimeout > 0) { throw ValidationError("--request-timeout must be a positive number of seconds") }
         if let kvCacheMemory, ByteCount.parse(kvCacheMemory) == nil {
             throw ValidationError("--kv-cache-memory must be a byte count such as 536870912, 512M or 2G")
@@ -124,7 +143,7 @@ struct Serve: AsyncParsableCommand {
             configuration: ServerConfiguration(
                 http: http, drainTimeout: .milliseconds(Int(drainTimeout * 1000)), maxInputTokens: maxInputTokens,
                 maxClientBatchSize: maxClientBatchSize, autoTruncate: autoTruncate,
-                maxEmbeddingRequests: maxConcurrent + maxQueue),
+                maxEmbeddingRequests: maxConcurrent + maxQueue, coreNeurons: coreNeuronParameters),
             logger: logger)
         do {
             try server.start()
@@ -137,7 +156,8 @@ struct Serve: AsyncParsableCommand {
         do {
             let metrics = SchedulerMetrics(registry: server.metrics.registry, model: model.generationModelID)
             let scheduling = SchedulerConfiguration(
-                maxBatchTokens: maxBatchTokens, maxConcurrent: maxConcurrent, maxQueue: maxQueue,
+                maxBatchTokens: maxBatchTokens, maxPrefillWhileDecoding: maxPrefillWhileDecoding,
+                maxConcurrent: maxConcurrent, maxQueue: maxQueue,
                 requestTimeout: requestTimeout.map { .milliseconds(Int($0 * 1000)) })
             let engine = try model.loadScheduler(
                 workers: workers, kvCacheBytes: kvCacheMemory.flatMap(ByteCount.parse), configuration: scheduling,

@@ -113,6 +113,23 @@ final class GenerationSchedulerTests: XCTestCase {
         }
     }
 
+    /// CoreInfer requests (each with its own core set) mixed with dense ones: every greedy output
+    /// equals the same request alone, and the sparse ones differ from dense.
+    func testCoreNeuronRequestsBatchedEqualAlone() async throws {
+        let loaded = try Self.load()
+        let scheduler = try makeScheduler(loaded, configuration: SchedulerConfiguration(maxBatchTokens: 40))
+        defer { scheduler.shutdown() }
+        var mixed = requests(loaded)
+        for i in mixed.indices where i % 2 == 0 { mixed[i].coreNeurons = CoreNeuronParameters(keep: 0.4) }
+        let alone = try await runAlone(scheduler, mixed)
+        let together = try await runTogether(scheduler, mixed)
+        XCTAssertEqual(alone, together)
+        let dense = try await runAlone(scheduler, requests(loaded))
+        let changed = mixed.indices.filter { $0 % 2 == 0 && alone[$0] != dense[$0] }
+        XCTAssertGreaterThan(changed.count, 0, "keeping 40% of the neurons changed no output")
+        XCTAssertEqual(scheduler.kvCache.stats.blocksInUse, 0)
+    }
+
     /// A seeded sampled request gives the same tokens alone and in a batch.
     func testSeededSamplingDoesNotDependOnTheBatch() async throws {
         let loaded = try Self.load()
@@ -221,6 +238,43 @@ final class GenerationSchedulerTests: XCTestCase {
     }
 
     /// A per-request deadline ends a long generation with a failure.
+    /// A long prompt arriving while another request decodes is prefilled in chunks of at most
+    /// `maxPrefillWhileDecoding` tokens, so the decoding request still gets a token every step;
+    /// alone, a prompt takes the whole `maxBatchTokens` budget. The output does not change.
+    func testPrefillIsCappedWhileOthersDecode() async throws {
+        let loaded = try Self.load()
+        let recorder = Recorder()
+        let scheduler = try makeScheduler(
+            loaded, configuration: SchedulerConfiguration(maxBatchTokens: 512, maxPrefillWhileDecoding: 16), observer: recorder)
+        defer { scheduler.shutdown() }
+        let all = requests(loaded)
+        let decoding = GenerationRequest(promptTokens: all[0].promptTokens, maxNewTokens: 48)
+        let long = GenerationRequest(promptTokens: Array(all.map(\.promptTokens).joined()), maxNewTokens: 8)
+        XCTAssertGreaterThan(long.promptTokens.count, 100)
+
+        var longStream: AsyncStream<GenerationEvent>?
+        for await event in try scheduler.submit(decoding) {
+            if case .token = event, longStream == nil {
+                recorder.steps.withLock { $0.removeAll() }
+                longStream = try scheduler.submit(long)
+            }
+        }
+        let together = await Self.collect(try XCTUnwrap(longStream))
+        let steps = recorder.steps.withLock { $0 }
+        let shared = steps.filter { $0.sequences == 2 }
+        XCTAssertGreaterThanOrEqual(shared.count, long.promptTokens.count / 16, "the prompt was not spread over steps")
+        XCTAssertTrue(shared.allSatisfy { $0.tokens <= 1 + 16 }, "a step took more prefill than allowed: \(shared)")
+
+        // Alone on a fresh cache (no prefix hits), the prompt fills one step.
+        let fresh = Recorder()
+        let other = try makeScheduler(
+            loaded, configuration: SchedulerConfiguration(maxBatchTokens: 512, maxPrefillWhileDecoding: 16), observer: fresh)
+        defer { other.shutdown() }
+        let alone = await Self.collect(try other.submit(long))
+        XCTAssertEqual(alone, together)
+        XCTAssertEqual(fresh.steps.withLock { $0.first?.tokens }, long.promptTokens.count)
+    }
+
     func testTimeoutEndsTheRequest() async throws {
         let loaded = try Self.load()
         let recorder = Recorder()
@@ -241,8 +295,11 @@ final class Recorder: SchedulerObserver {
     let lookups = Mutex<[(prompt: Int, cached: Int)]>([])
     let preemptions = Atomic<Int>(0)
     let timeouts = Atomic<Int>(0)
+    let steps = Mutex<[(sequences: Int, tokens: Int)]>([])
 
-    func stepRan(sequences: Int, tokens: Int, seconds: Double) {}
+    func stepRan(sequences: Int, tokens: Int, seconds: Double) {
+        steps.withLock { $0.append((sequences, tokens)) }
+    }
     func firstToken(seconds: Double) {}
     func interToken(seconds: Double) {}
     func finished(promptTokens: Int, generatedTokens: Int, seconds: Double) {}

@@ -25,9 +25,12 @@ enum SharedGenerationServer {
             logger: logger)
         do {
             try server.start()
+            let metrics = SchedulerMetrics(registry: server.metrics.registry, model: "smollm2-135m-instruct")
             server.models.install(
                 try GenerationScheduler.load(
-                    path: defaultModelPath, modelID: "smollm2-135m-instruct", threads: 2, kvCacheBytes: 256 << 20))
+                    path: defaultModelPath, modelID: "smollm2-135m-instruct", threads: 2, kvCacheBytes: 256 << 20,
+                    observer: metrics),
+                metrics: metrics)
         } catch {
             return nil
         }
@@ -205,6 +208,10 @@ final class GenerateRoutesTests: XCTestCase {
             ("[" + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5001), 400, "JSON"),
             (#"{"inputs":"Hi","parameters":{"seed":1e999}}"#, 400, "JSON"),
             (#"{"inputs":"Hi","parameters":{"seed":-3}}"#, 422, "seed"),
+            (#"{"inputs":"Hi","parameters":{"core_neurons":{"keep":0}}}"#, 422, "core_neurons"),
+            (#"{"inputs":"Hi","parameters":{"core_neurons":{"keep":1.5}}}"#, 422, "core_neurons"),
+            (#"{"inputs":"Hi","parameters":{"core_neurons":{"kep":0.5}}}"#, 422, "kep"),
+            (#"{"inputs":"Hi","parameters":{"core_neurons":"yes"}}"#, 422, "core_neurons"),
             ("", 400, "empty"),
         ]
         for (body, status, mention) in cases {
@@ -221,6 +228,44 @@ final class GenerateRoutesTests: XCTestCase {
         request.body = .bytes(ByteBuffer(bytes: Array(#"{"inputs":""#.utf8) + [0xFF, 0xFE] + Array(#""}"#.utf8)))
         let response = try await client.execute(request, timeout: .seconds(10))
         XCTAssertEqual(response.status.code, 400)
+    }
+
+    /// `parameters.core_neurons` decodes through CoreInfer core neurons: the log-probabilities
+    /// move away from dense (at β 0.3 surely), `true` and `false` work, the metrics count the
+    /// sparse steps, and a request is as deterministic as a dense one.
+    func testCoreNeuronsParameterDecodesSparsely() async throws {
+        let prompt = "The GNU General Public License is a free, copyleft license for software and other kinds of works."
+        func logprobs(_ core: String) async throws -> [Double] {
+            let body = #"{"inputs":"\#(prompt)","parameters":{"max_new_tokens":12,"details":true\#(core)}}"#
+            let r = try await post("/generate", body)
+            XCTAssertEqual(r.status, 200, r.body)
+            let details = try XCTUnwrap(try object(r.body)["details"] as? [String: Any])
+            let tokens = try XCTUnwrap(details["tokens"] as? [[String: Any]])
+            return tokens.compactMap { $0["logprob"] as? Double }
+        }
+        let dense = try await logprobs("")
+        // The second dense request finds the prompt in the prefix cache and computes only its
+        // tail, on another matmul path: equal up to rounding.
+        let off = try await logprobs(#","core_neurons":false"#)
+        XCTAssertEqual(dense.count, off.count)
+        for (a, b) in zip(dense, off) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        let sparse = try await logprobs(#","core_neurons":{"keep":0.3}"#)
+        let again = try await logprobs(#","core_neurons":{"keep":0.3}"#)
+        XCTAssertEqual(sparse, again, "sparse decoding is deterministic")
+        XCTAssertEqual(sparse.count, 12)
+        XCTAssertNotEqual(dense.dropFirst(), sparse.dropFirst(), "β 0.3 should change the numbers after the first token")
+        XCTAssertEqual(dense.first ?? 0, sparse.first ?? 1, accuracy: 1e-4, "the first token comes from the dense prefill")
+        let defaults = try await logprobs(#","core_neurons":true"#)
+        XCTAssertEqual(defaults.count, 12)
+
+        var metrics = HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics")
+        metrics.method = .GET
+        let response = try await client.execute(metrics, timeout: .seconds(10))
+        let text = String(buffer: try await response.body.collect(upTo: 1 << 22))
+        let steps = text.split(separator: "\n").first { $0.hasPrefix("apus_sparse_decode_steps_total") }
+        XCTAssertNotNil(steps, "no apus_sparse_decode_steps_total in /metrics")
+        XCTAssertGreaterThanOrEqual(Double(steps?.split(separator: " ").last ?? "") ?? 0, 33)
+        XCTAssertTrue(text.contains("apus_core_neurons_kept_fraction_bucket"))
     }
 
     func testLongPromptsAre413UnlessTruncated() async throws {

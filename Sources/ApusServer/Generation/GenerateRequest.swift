@@ -14,13 +14,55 @@ struct GenerateRequest: Sendable {
     var timeout: Duration?
     /// `"stream": true` in the body (TGI's `POST /` and Apus's `/generate`).
     var stream: Bool
+    /// `parameters.core_neurons` (Apus's addition).
+    var coreNeurons: CoreNeuronsChoice = .serverDefault
+
+    /// What a request says about CoreInfer sparse decoding.
+    enum CoreNeuronsChoice: Sendable, Equatable {
+        /// Absent or null: the server's setting (`--core-neurons`).
+        case serverDefault
+        /// `false`: dense decoding.
+        case off
+        /// `true` or an object: sparse decoding; the object's fields override the server's (or
+        /// the built-in) settings.
+        case on(keep: Double?, tokenFraction: Double?, denseFirstLayers: Int?, denseLastLayers: Int?)
+
+        /// The parameters to decode with, given the server's setting (nil: dense).
+        func resolve(server: CoreNeuronParameters?) throws(APIError) -> CoreNeuronParameters? {
+            switch self {
+            case .serverDefault: return server
+            case .off: return nil
+            case .on(let keep, let tokenFraction, let first, let last):
+                var p = server ?? CoreNeuronParameters()
+                if let keep { p.keep = keep }
+                if let tokenFraction { p.tokenFraction = tokenFraction }
+                if let first { p.denseFirstLayers = first }
+                if let last { p.denseLastLayers = last }
+                if let problem = p.problem { throw APIError.validation("`parameters.core_neurons`: \(problem)") }
+                return p
+            }
+        }
+
+        static func parse(_ value: JSONValue?) throws(APIError) -> CoreNeuronsChoice {
+            switch value {
+            case nil: return .serverDefault
+            case .bool(let on)?: return on ? .on(keep: nil, tokenFraction: nil, denseFirstLayers: nil, denseLastLayers: nil) : .off
+            case let object?:
+                let o = try JSONObjectReader(
+                    object, path: "parameters.core_neurons", allowed: ["keep", "token_fraction", "dense_first_layers", "dense_last_layers"])
+                return .on(
+                    keep: try o.double("keep"), tokenFraction: try o.double("token_fraction"),
+                    denseFirstLayers: try o.int("dense_first_layers"), denseLastLayers: try o.int("dense_last_layers"))
+            }
+        }
+    }
 
     /// Every field of TGI's `GenerateParameters`. Clients send them all, mostly as null.
     static let parameterNames: Set<String> = [
         "adapter_id", "best_of", "decoder_input_details", "details", "do_sample", "frequency_penalty", "grammar",
         "max_new_tokens", "repetition_penalty", "return_full_text", "seed", "stop", "temperature", "top_k",
         "top_n_tokens", "top_p", "truncate", "typical_p", "watermark",
-        "timeout_ms",  // Apus's addition
+        "timeout_ms", "core_neurons",  // Apus's additions
     ]
 
     /// Limits that depend on the server and model.
@@ -103,6 +145,7 @@ struct GenerateRequest: Sendable {
             inputs: inputs, sampling: sampling, maxNewTokens: maxNewTokens, stop: stop,
             details: try p.bool("details") ?? false, decoderInputDetails: try p.bool("decoder_input_details") ?? false,
             returnFullText: try p.bool("return_full_text") ?? false, truncate: truncate,
-            timeout: timeoutMilliseconds.map { .milliseconds($0) }, stream: stream)
+            timeout: timeoutMilliseconds.map { .milliseconds($0) }, stream: stream,
+            coreNeurons: try CoreNeuronsChoice.parse(p.value("core_neurons")))
     }
 }

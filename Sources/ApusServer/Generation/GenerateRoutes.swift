@@ -10,6 +10,8 @@ struct GenerateRoutes: Sendable {
     let lifecycle: ServerLifecycle
     /// Longest prompt accepted without `truncate` (413 past it).
     let maxInputTokens: Int
+    /// CoreInfer settings for requests that do not say (nil: dense).
+    let coreNeurons: CoreNeuronParameters?
     let limits = GenerateRequest.Limits()
 
     func register(on router: inout HTTPRouter) {
@@ -68,9 +70,16 @@ struct GenerateRoutes: Sendable {
             throw APIError.validation(
                 "`inputs` tokens + `max_new_tokens` must be <= \(engine.contextLength); given: \(tokens.count) inputs tokens and \(parsed.maxNewTokens) `max_new_tokens`")
         }
+        var core = try parsed.coreNeurons.resolve(server: coreNeurons)
+        if core != nil && !engine.supportsCoreNeurons {
+            guard parsed.coreNeurons == .serverDefault else {
+                throw APIError.validation("`parameters.core_neurons`: this model cannot decode sparsely (its FFN weights are not Q4_0/Q4_1)")
+            }
+            core = nil
+        }
         return GenerationRequest(
             promptTokens: tokens, sampling: parsed.sampling, maxNewTokens: parsed.maxNewTokens,
-            stopSequences: parsed.stop, wantsPromptLogprobs: parsed.decoderInputDetails)
+            stopSequences: parsed.stop, wantsPromptLogprobs: parsed.decoderInputDetails, coreNeurons: core)
     }
 
     /// Queues the job; a full queue is a 429 with `Retry-After`.

@@ -369,6 +369,13 @@ class Float64Llama:
         out[..., 1:self.rope_dim:2] = x0 * s + x1 * c
         return out
 
+    def ffn(self, l, x):
+        """SwiGLU feed-forward of layer l (make_coreinfer_fixtures.py overrides it)."""
+        W, pre = self.W, f"blk.{l}."
+        gate = x @ W[pre + "ffn_gate.weight"].T
+        up = x @ W[pre + "ffn_up.weight"].T
+        return (gate / (1.0 + np.exp(-gate)) * up) @ W[pre + "ffn_down.weight"].T
+
     def new_cache(self):
         return {"k": [np.zeros((0, self.n_kv, self.hd)) for _ in range(self.n_layer)],
                 "v": [np.zeros((0, self.n_kv, self.hd)) for _ in range(self.n_layer)], "n": 0}
@@ -405,9 +412,7 @@ class Float64Llama:
                 trace["attn_norm_0"] = x.copy(); trace["q_rope_0"] = q.copy(); trace["k_rope_0"] = k.copy()
                 trace["after_attn_0"] = h.copy()
             x = self.rmsnorm(h, W[pre + "ffn_norm.weight"])
-            gate = x @ W[pre + "ffn_gate.weight"].T
-            up = x @ W[pre + "ffn_up.weight"].T
-            h = h + (gate / (1.0 + np.exp(-gate)) * up) @ W[pre + "ffn_down.weight"].T
+            h = h + self.ffn(l, x)
             if trace is not None and l == 0:
                 trace["after_layer_0"] = h.copy()
         cache["n"] = p0 + T
