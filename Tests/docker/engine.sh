@@ -149,12 +149,18 @@ _ensure_image() {
         log "$image: pulled"
         return 0
     fi
+    if [ "$ENGINE_NAME" != podman ]; then
+        log "$image: cannot be pulled here, and the local stand-ins are made with podman only"
+        return 1
+    fi
     log "$image: cannot be pulled here; making a local stand-in"
     local t0=$SECONDS
     "$maker" "$key" || return 1
     mkdir -p "$CACHE_DIR"
     rm -f "$archive" "$archive.key"
-    "${ENGINE[@]}" save -q -o "$archive.tmp" "$image" >/dev/null && mv "$archive.tmp" "$archive" \
+    local quiet=()
+    [ "$ENGINE_NAME" = podman ] && quiet=(-q)
+    "${ENGINE[@]}" save "${quiet[@]}" -o "$archive.tmp" "$image" >/dev/null && mv "$archive.tmp" "$archive" \
         && echo "$key" >"$archive.key"
     log "$image: stand-in made in $((SECONDS - t0)) s, saved to $archive ($(du -h "$archive" | cut -f1))"
 }
