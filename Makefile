@@ -11,11 +11,12 @@ APT_PACKAGES := libopenblas-dev libnghttp2-dev libssl-dev pkg-config python3 pyt
 BUILD_FLAGS  := -c release
 
 .PHONY: serve test setup deps models build build-tests test-swift test-python test-clients fuzz bench-http clean
+.PHONY: deps-docker test-docker test-deploy
 
 serve: setup
 	.build/release/apus serve --host $(HOST) --port $(PORT)
 
-test: setup build-tests test-swift test-python test-clients fuzz
+test: setup build-tests test-swift test-python test-clients fuzz test-deploy test-docker
 
 setup: deps models build
 
@@ -53,6 +54,30 @@ test-clients: setup
 # A short, bounded libFuzzer run of the HTTP request parser (Fuzz/README.md).
 fuzz:
 	Fuzz/run.sh 60
+
+# The Docker image, built and run with podman (or docker) against local stand-ins of its base
+# images when Docker Hub is out of reach (Tests/docker/run.sh; cached in .cache/containers/).
+# Skipped with a message only where no container engine can run.
+DOCKER_APT_PACKAGES := podman runc debootstrap uidmap slirp4netns fuse-overlayfs
+deps-docker:
+	@command -v apt-get >/dev/null || exit 0; \
+	missing=""; for p in $(DOCKER_APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if [ -n "$$SUDO" ] && ! sudo -n true 2>/dev/null; then echo "not installing$$missing: needs root"; exit 0; fi; \
+	  echo "installing:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test-docker: deps-docker
+	PYTHON=$(PYTHON) Tests/docker/run.sh
+
+# deploy/: Kubernetes manifests against the Kubernetes JSON schemas, compose file against the
+# Compose schema (Tests/deploy/run.sh; validators from PyPI in .venv-deploy/).
+test-deploy:
+	PYTHON=$(PYTHON) Tests/deploy/run.sh
 
 bench-http: build
 	Benchmarks/http/wrk_vs_nginx.sh
