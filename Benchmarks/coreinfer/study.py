@@ -112,7 +112,7 @@ def build_prompts(count_per_kind, seed):
 
 
 def quality(args, prompts_path):
-    cmd = [args.apus, "study-core-neurons", "--threads", str(args.threads), "--prompts", prompts_path,
+    cmd = [args.apus, "study-core-neurons", "--threads", str(args.threads), "--generation-model", args.model, "--prompts", prompts_path,
            "--calibration", CALIBRATION, "--keep", ",".join(str(k) for k in KEEPS)]
     print("$ " + " ".join(cmd), file=sys.stderr)
     lines = []
@@ -135,7 +135,7 @@ def aggregate(lines):
             if kind and line["kind"] != kind:
                 continue
             for r in line["results"]:
-                key = (kind or "all", r["variant"], r["keep"])
+                key = (kind or "all", r["variant"], float(r["keep"]))
                 t = table.setdefault(key, {"nll": 0.0, "tokens": 0, "agree": 0, "kl": 0.0, "greedy": []})
                 t["nll"] += r["nll"]; t["tokens"] += r["tokens"]; t["agree"] += r["top1_agree"]; t["kl"] += r["kl"]
                 if "greedy_agree" in r:
@@ -154,7 +154,7 @@ def aggregate(lines):
 
 
 def speed(args):
-    cmd = [args.apus, "bench-core-neurons", "--threads", str(args.threads), "--prompt-file",
+    cmd = [args.apus, "bench-core-neurons", "--threads", str(args.threads), "--generation-model", args.model, "--prompt-file",
            os.path.join(LICENCES, "GPL-3"), "--keep", ",".join(str(k) for k in KEEPS[1:]), "--batch", "1,8",
            "--rounds", str(args.rounds), "--new-tokens", "64", "--prompt-tokens", "256"]
     print("$ " + " ".join(cmd), file=sys.stderr)
@@ -218,6 +218,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--apus", default=os.path.join(ROOT, ".build/release/apus"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default=os.path.join(ROOT, "Models/cache/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"),
+                    help="the GGUF to study (the cost model's shapes are SmolLM2-135M's)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-kind", default="short=30,long=25,chat=25,fewshot=25")
     ap.add_argument("--seed", type=int, default=7)

@@ -304,3 +304,13 @@ public func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
     }
     return 0
 }
+
+/// LLVM's prefetch intrinsic (read, locality 2: `prefetcht1`, into L2, data cache).
+@_silgen_name("llvm.prefetch.p0")
+private func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
+
+/// Asks for the cache line at `address` to be brought into L2 (a hint; never faults).
+@inline(__always)
+public func prefetchToL2(_ address: UnsafeRawPointer) {
+    llvmPrefetch(address, 0, 2, 1)
+}

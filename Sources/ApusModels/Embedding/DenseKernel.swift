@@ -1,3 +1,5 @@
+import ApusKernels
+
 /// `C[t][r] = Σ_k A[t][k]·W[r][k]` (or `+=` with `accumulate`) for tokens `0..<tokens` and weight
 /// rows `rows`, on f32 weights in place (PyTorch's `[out, in]` layout, rows contiguous along k).
 ///
@@ -72,15 +74,6 @@ func denseSmallBatch(
 /// How many 4-row blocks ahead ``denseSmallBatch`` prefetches (24–96 KB for MiniLM's
 /// matrices; 2 and 4 measured alike, 1 slower).
 private let prefetchBlocks = 4
-
-/// LLVM's prefetch intrinsic (read, locality 2: `prefetcht1`, into L2, data cache).
-@_silgen_name("llvm.prefetch.p0")
-private func llvmPrefetch(_ address: UnsafeRawPointer, _ write: Int32, _ locality: Int32, _ cacheType: Int32)
-
-@inline(__always)
-private func prefetchToL2(_ address: UnsafeRawPointer) {
-    llvmPrefetch(address, 0, 2, 1)
-}
 
 @inline(__always)
 private func load8(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD8<Float> {

@@ -413,6 +413,86 @@ func benchBatched() {
 
 // MARK: - Main
 
+/// CoreInfer's sparse FFN at batch 1 over 30 layers (out of cache): `gate`/`up` as selected rows in
+/// place (the kernel Apus uses) vs rows gathered into a compact per-sequence copy (then the dense
+/// kernel), and `down` through the by-neuron copy vs dense; random sets of β·1536 neurons per layer.
+func benchSparse() {
+    print("\n## Sparse FFN (CoreInfer), batch 1, 30 layers of Q4_1 gate/up 1536x576 and down 576x1536\n")
+    let layers = 30
+    let gates = (0..<layers).map { _ in makeMatrix(.q4_1, rows: 1536, cols: 576) }
+    let ups = (0..<layers).map { _ in makeMatrix(.q4_1, rows: 1536, cols: 576) }
+    let downs = (0..<layers).map { _ in makeMatrix(.q4_1, rows: 576, cols: 1536) }
+    let byNeuron = downs.map { ColumnMajorQ4Matrix($0)! }
+    let x = floats(1536)
+    let y = floats(1536)
+    let rowBytes = WeightFormat.q4_1.byteCount(elements: 576)
+    print("| threads | β | dense gate+up ms | selected rows in place ms | gathered copy ms (gather once ms) | dense down ms | by-neuron down ms | FFN sparse / dense |")
+    print("|---|---|---|---|---|---|---|---|")
+    for threads in [1, 2] {
+        let pool = pools[threads]!
+        let denseGateUp = measure(runs: 7, iterations: 5) {
+            for l in 0..<layers {
+                matmul(gates[l], input: x, inputStride: 576, output: y, outputStride: 1536, tokens: 1, pool: pool, path: .simd)
+                matmul(ups[l], input: x, inputStride: 576, output: y, outputStride: 1536, tokens: 1, pool: pool, path: .simd)
+            }
+        }
+        let denseDown = measure(runs: 7, iterations: 5) {
+            for l in 0..<layers {
+                matmul(downs[l], input: x, inputStride: 1536, output: y, outputStride: 576, tokens: 1, pool: pool, path: .simd)
+            }
+        }
+        for keep in [0.8, 0.5, 0.3] {
+            let count = Int(keep * 1536)
+            let sets: [UnsafeMutableBufferPointer<Int32>] = (0..<layers).map { _ in
+                var all = Array(0..<Int32(1536))
+                for i in stride(from: all.count - 1, to: 0, by: -1) { all.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+                let p = UnsafeMutableBufferPointer<Int32>.allocate(capacity: count)
+                _ = p.initialize(from: all.prefix(count).sorted())
+                return p
+            }
+            let selections: [SparseNeuronSelection] = sets.map { set in
+                var s = SparseNeuronSelection()
+                s.set([UnsafeBufferPointer(set)], count: 1536)
+                return s
+            }
+            let inPlace = measure(runs: 7, iterations: 5) {
+                for l in 0..<layers {
+                    matmulSelectedRows(gates[l], input: x, inputStride: 576, output: y, outputStride: 1536, selection: selections[l], pool: pool)
+                    matmulSelectedRows(ups[l], input: x, inputStride: 576, output: y, outputStride: 1536, selection: selections[l], pool: pool)
+                }
+            }
+            // The per-sequence alternative: the kept rows copied into compact matrices.
+            func gather(_ w: WeightMatrix, _ set: UnsafeMutableBufferPointer<Int32>) -> WeightMatrix {
+                let p = UnsafeMutableRawPointer.allocate(byteCount: count * rowBytes, alignment: 64)
+                for (i, r) in set.enumerated() { p.advanced(by: i * rowBytes).copyMemory(from: w.row(Int(r)), byteCount: rowBytes) }
+                return WeightMatrix(format: .q4_1, rows: count, cols: 576, data: UnsafeRawPointer(p))
+            }
+            var compact: [(WeightMatrix, WeightMatrix)] = []
+            let gatherStart = now()
+            for l in 0..<layers { compact.append((gather(gates[l], sets[l]), gather(ups[l], sets[l]))) }
+            let gatherSeconds = now() - gatherStart
+            let gathered = measure(runs: 7, iterations: 5) {
+                for l in 0..<layers {
+                    matmul(compact[l].0, input: x, inputStride: 576, output: y, outputStride: count, tokens: 1, pool: pool, path: .simd)
+                    matmul(compact[l].1, input: x, inputStride: 576, output: y, outputStride: count, tokens: 1, pool: pool, path: .simd)
+                }
+            }
+            let sparseDown = measure(runs: 7, iterations: 5) {
+                for l in 0..<layers {
+                    sparseColumnProduct(byNeuron[l], z: x, zStride: 1536, output: y, outputStride: 576, selection: selections[l], pool: pool)
+                }
+            }
+            let ratio = (inPlace + sparseDown) / (denseGateUp + denseDown)
+            print("| \(threads) | \(keep) | \(fmt(denseGateUp * 1e3, 2)) | \(fmt(inPlace * 1e3, 2)) | \(fmt(gathered * 1e3, 2)) (\(fmt(gatherSeconds * 1e3, 2))) | \(fmt(denseDown * 1e3, 2)) | \(fmt(sparseDown * 1e3, 2)) | \(fmt(ratio, 2)) |")
+            for c in compact {
+                UnsafeMutableRawPointer(mutating: c.0.data).deallocate()
+                UnsafeMutableRawPointer(mutating: c.1.data).deallocate()
+            }
+            sets.forEach { $0.deallocate() }
+        }
+    }
+}
+
 let arguments = Set(CommandLine.arguments.dropFirst())
 let all = arguments.isEmpty || arguments.contains("all")
 func wants(_ name: String) -> Bool { all || arguments.contains(name) }
@@ -461,6 +541,7 @@ if wants("blas") { benchBLAS() }
 if wants("threshold") { benchThreshold() }
 if wants("batched") { benchBatched() }
 if wants("ops") { benchOps() }
+if wants("sparse") { benchSparse() }
 let wall = now() - startWall
 let processCPU = cpuSeconds() - startCPU
 let machineCPU = machineBusySeconds() - startMachine
