@@ -17,6 +17,7 @@ public struct SparseNeuronSelection {
     public init() {}
 
     /// Replaces the selection: `neurons[t]` are token t's neurons (ascending, each `< count`).
+    /// The lists are not copied: their memory must stay valid while the selection is used.
     public mutating func set(_ neurons: [UnsafeBufferPointer<Int32>], count: Int) {
         precondition(neurons.count <= 64, "at most 64 tokens per selection")
         if scratch.count < count { scratch = [UInt64](repeating: 0, count: count) }

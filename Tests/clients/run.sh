@@ -20,7 +20,7 @@ ROOT=$PWD
 PYTHON=${PYTHON:-python3}
 VENV=$ROOT/.venv-clients
 REQUIREMENTS=$ROOT/Tests/clients/requirements.txt
-STAMP=$VENV/.requirements.sha256
+. "$ROOT/Tests/lib/venv.sh"
 APUS_BIN=${APUS_BIN:-$ROOT/.build/release/apus}
 READY_TIMEOUT=60
 STOP_TIMEOUT=10
@@ -28,20 +28,7 @@ STOP_TIMEOUT=10
 say() { echo "clients: $*"; }
 
 # --- 1. venv --------------------------------------------------------------------------------
-if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    say "creating $VENV"
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV" || { say "could not create the venv with $PYTHON"; exit 2; }
-    rm -f "$STAMP"
-fi
-want_hash=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$want_hash" ]; then
-    say "installing $REQUIREMENTS"
-    # --no-deps: the file is a complete lock (see its header for why it has to be).
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$REQUIREMENTS" \
-        || { say "pip install failed"; exit 2; }
-    echo "$want_hash" >"$STAMP"
-fi
+ensure_venv "$VENV" "$REQUIREMENTS"
 
 # --- 2. server ------------------------------------------------------------------------------
 [ -x "$APUS_BIN" ] || { say "no binary at $APUS_BIN (run 'make build')"; exit 2; }

@@ -20,23 +20,11 @@ ROOT=$PWD
 PYTHON=${PYTHON:-python3}
 VENV=$ROOT/.venv-deploy
 REQUIREMENTS=$ROOT/Tests/deploy/requirements.txt
-STAMP=$VENV/.requirements.sha256
+. "$ROOT/Tests/lib/venv.sh"
 KUBE_VERSIONS=${KUBE_VERSIONS:-"1.29.0 1.37.0"}
 say() { echo "deploy-test: $*"; }
 
-if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    say "creating $VENV"
-    rm -rf "$VENV"
-    "$PYTHON" -m venv "$VENV" || { say "could not create the venv with $PYTHON"; exit 2; }
-    rm -f "$STAMP"
-fi
-want_hash=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$want_hash" ]; then
-    say "installing $REQUIREMENTS"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$REQUIREMENTS" \
-        || { say "pip install failed"; exit 2; }
-    echo "$want_hash" >"$STAMP"
-fi
+ensure_venv "$VENV" "$REQUIREMENTS"
 
 status=0
 WORK=$(mktemp -d)
