@@ -177,40 +177,7 @@ let rowBlockRows = 64
 /// once per call.
 @inline(never)
 func simdRows<C: BlockCodec>(_ codec: C.Type, _ job: SIMDMatmul, _ rows: Range<Int>, _ sums: UnsafeMutablePointer<Float>?) {
-    let w = job.weights
-    let blocks = 0..<(w.cols / C.elements)
-    for r in rows {
-        let row = w.row(r)
-        var m = 0
-        while m < job.tokens {
-            let left = job.tokens - m
-            if left >= 8 {
-                var acc = InlineArray<8, SIMD8<Float>>(repeating: .zero)
-                var off = InlineArray<8, Float>(repeating: 0)
-                accumulateTile(codec, row, job, m, blocks, &acc, &off, sums)
-                finishTile(codec, row, job, m, acc, off, r)
-                m += 8
-            } else if left >= 4 {
-                var acc = InlineArray<4, SIMD8<Float>>(repeating: .zero)
-                var off = InlineArray<4, Float>(repeating: 0)
-                accumulateTile(codec, row, job, m, blocks, &acc, &off, sums)
-                finishTile(codec, row, job, m, acc, off, r)
-                m += 4
-            } else if left >= 2 {
-                var acc = InlineArray<2, SIMD8<Float>>(repeating: .zero)
-                var off = InlineArray<2, Float>(repeating: 0)
-                accumulateTile(codec, row, job, m, blocks, &acc, &off, sums)
-                finishTile(codec, row, job, m, acc, off, r)
-                m += 2
-            } else {
-                var acc = InlineArray<1, SIMD8<Float>>(repeating: .zero)
-                var off = InlineArray<1, Float>(repeating: 0)
-                accumulateTile(codec, row, job, m, blocks, &acc, &off, sums)
-                finishTile(codec, row, job, m, acc, off, r)
-                m += 1
-            }
-        }
-    }
+    for r in rows { simdRow(codec, job, r, sums, tokens: 0..<job.tokens) }
 }
 
 /// Adds blocks `blocks` of one row, against tokens `m0 ..< m0 + T`, into the tile's accumulators.
@@ -326,8 +293,8 @@ func tileChunk<C: BlockCodec, let T: Int>(
     }
 }
 
-/// Row `r` for tokens `tokens` with the one-row tiles of ``simdRows`` (the two-row kernel's odd
-/// row out).
+/// Row `r` for tokens `tokens` in tiles of 8, 4, 2, 1 (``simdRows`` row by row; the two-row
+/// kernel's odd row out; one token of a selected row in ``SelectedRows``).
 @inline(never)
 func simdRow<C: BlockCodec>(
     _ codec: C.Type, _ job: SIMDMatmul, _ r: Int, _ sums: UnsafeMutablePointer<Float>?, tokens: Range<Int>

@@ -73,7 +73,6 @@ struct SelectedRows: CodecVisitor {
             sums = pool.scratch(worker: worker, count: job.tokens * chunks + 16)
             chunkSums(job.input, stride: job.inputStride, tokens: job.tokens, chunks: chunks, into: sums!)
         }
-        let blocks = 0..<(job.weights.cols / C.elements)
         let rowBytes = job.weights.format.byteCount(elements: job.weights.cols)
         // Selected rows are scattered, which the hardware prefetcher does not follow: request the
         // row `prefetchRows` ahead while this one is computed.
@@ -86,16 +85,11 @@ struct SelectedRows: CodecVisitor {
                 let ahead = job.weights.row(Int(rows[i + prefetchRows]))
                 for offset in stride(from: 0, to: rowBytes, by: 64) { prefetchToL2(ahead + offset) }
             }
-            let r = Int(rows[i])
-            let row = job.weights.row(r)
             var mask = masks[i]
             while mask != 0 {
                 let t = mask.trailingZeroBitCount
                 mask &= mask &- 1
-                var acc = InlineArray<1, SIMD8<Float>>(repeating: .zero)
-                var off = InlineArray<1, Float>(repeating: 0)
-                accumulateTile(codec, row, job, t, blocks, &acc, &off, sums)
-                finishTile(codec, row, job, t, acc, off, r)
+                simdRow(codec, job, Int(rows[i]), sums, tokens: t..<(t + 1))
             }
         }
     }
