@@ -296,7 +296,7 @@ class AarenState:
         return self.conv.nbytes + self.m.nbytes + self.c.nbytes + self.a.nbytes
 
 
-def np_aaren_step(p, state, token, cfg):
+def np_aaren_step(p, state, token, cfg, rescale=True):
     """One token through the recurrent form; updates state; returns logits [V]."""
     d, H = cfg["d_model"], cfg["n_heads"]
     dh = d // H
@@ -315,6 +315,8 @@ def np_aaren_step(p, state, token, cfg):
             m_old = state.m[i, h]
             m_new = max(m_old, s[h])
             r = 0.0 if np.isneginf(m_old) else math.exp(m_old - m_new)
+            if not rescale:  # negative control only: drop exp(m_{k-1} - m_k)
+                r = 0.0 if np.isneginf(m_old) else 1.0
             e = math.exp(s[h] - m_new)
             state.a[i, h] = state.a[i, h] * r + e * v[h]
             state.c[i, h] = state.c[i, h] * r + e
@@ -325,12 +327,12 @@ def np_aaren_step(p, state, token, cfg):
     return np_rms(x, p["final_norm"]) @ p["lm_head"]
 
 
-def np_aaren_logits(p, tokens, cfg):
+def np_aaren_logits(p, tokens, cfg, rescale=True):
     st = AarenState(cfg)
     sizes = set()
     out = []
     for t in tokens:
-        out.append(np_aaren_step(p, st, int(t), cfg))
+        out.append(np_aaren_step(p, st, int(t), cfg, rescale))
         sizes.add(st.nbytes())
     assert len(sizes) == 1, "Aaren state size changed with position"
     return np.stack(out)
@@ -509,6 +511,10 @@ def export(model_id, cfg, params, info, lj, probe, sample_text, label, data_info
     c = dict(cfg)
     c.update({"model_id": model_id, "run_label": label, "training": info, "data": data_info,
               "license": "BSD-3-Clause", "tensor_layout": "x @ W (weights are [in, out])"})
+    if label != "full":
+        c["note"] = ("run '%s' (%d steps, %.0f s): a short run that checks the pipeline, not the "
+                     "20-minute budget of issue 7; its text is not yet readable"
+                     % (label, info["steps"], info["train_seconds"]))
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(c, f, indent=1)
         f.write("\n")
@@ -579,7 +585,15 @@ def finish(arch, cfg, params, info, held, probe, a, label, data_info):
           flush=True)
     info["check_max_abs_logit_diff_vs_numpy64"] = err
     info["check_max_abs_logit"] = scale
-    if arch == "aaren":
+    if arch == "aaren":  # negative control: a recurrence without the rescale must be caught
+        bad = np_aaren_logits({k: np.asarray(v, np.float64) for k, v in params.items()}, probe, cfg,
+                              rescale=False)
+        bad_err = float(np.abs(bad - lj).max())
+        caught = bad_err > 1e-3 * max(1.0, scale)
+        print("negative control %s: recurrence without exp(m_prev - m_new), max |diff| %.2e: %s"
+              % (arch, bad_err, "caught" if caught else "NOT CAUGHT"), flush=True)
+        info["negative_control_no_rescale_max_abs_diff"] = bad_err
+        ok = ok and caught
         info["check"] = "recurrent step (numpy float64, constant-size state) vs parallel prefix scan (JAX float32)"
         info["state_bytes_float64"] = AarenState(cfg).nbytes()
     txt = sample({k: jnp.asarray(v) for k, v in params.items()}, cfg, b"The ", 300, a.seed)
@@ -663,7 +677,7 @@ def main():
             cfg, params, _ = load_export(MODEL_IDS[arch])
             info = cfg.pop("training")
             label = cfg.pop("run_label")
-            for key in ("model_id", "data", "license", "tensor_layout"):
+            for key in ("model_id", "data", "license", "tensor_layout", "note"):
                 cfg.pop(key, None)
             params = {k: v.astype(np.float32) for k, v in params.items()}
         else:
