@@ -2,40 +2,6 @@ import ApusAttention
 import ApusFormats
 import ApusKernels
 
-/// One sequence's part of a forward pass: its new tokens (appended after what its cache holds)
-/// and which of their rows need logits.
-public struct ForwardEntry {
-    public enum Logits: Sendable, Equatable {
-        case none
-        /// The last token's row only (prefill before sampling, decode).
-        case last
-        /// Every row (prompt log-probabilities).
-        case all
-    }
-
-    public var cache: any SequenceKV
-    public var tokens: ArraySlice<Int32>
-    public var logits: Logits
-    /// The sequence's CoreInfer state: its prompt tokens vote, and once its core set is chosen
-    /// its decode steps compute only the core neurons of the sparsified layers. Nil: dense.
-    public var coreNeurons: CoreNeurons?
-
-    public init(cache: any SequenceKV, tokens: ArraySlice<Int32>, logits: Logits, coreNeurons: CoreNeurons? = nil) {
-        self.cache = cache
-        self.tokens = tokens
-        self.logits = logits
-        self.coreNeurons = coreNeurons
-    }
-
-    var logitRowCount: Int {
-        switch logits {
-        case .none: return 0
-        case .last: return tokens.isEmpty ? 0 : 1
-        case .all: return tokens.count
-        }
-    }
-}
-
 /// A Llama-family decoder over memory-mapped GGUF weights: embeddings, RMSNorm, RoPE, grouped-query
 /// attention (flash-style tiles over the block-table KV cache), SwiGLU FFN, tied or separate head.
 ///
@@ -48,7 +14,7 @@ public struct ForwardEntry {
 /// chunks) take the faster path for their count (OpenBLAS from a few rows). A mixed step so reads
 /// the weights twice, once per group.
 /// Not thread-safe: a model is driven by one worker thread (its kernels use the thread pool).
-public final class LlamaModel: @unchecked Sendable {
+public final class LlamaModel: GenerativeModel, @unchecked Sendable {
     public let configuration: LlamaConfiguration
     public let file: GGUFFile
     private let pool: ThreadPool
@@ -158,6 +124,19 @@ public final class LlamaModel: @unchecked Sendable {
         SequenceKVCache(layerCount: configuration.layerCount, kvWidth: configuration.kvWidth)
     }
 
+    public func makeSequenceState() -> any SequenceState { makeCache() }
+
+    public var kind: GenerativeModelKind { .softmaxTransformer }
+    public var vocabularySize: Int { configuration.vocabularySize }
+    public var contextLength: Int { configuration.contextLength }
+    public var memory: SequenceMemory {
+        .keyValue(layers: configuration.layerCount, kvHeads: configuration.kvHeadCount, headDim: configuration.headDim)
+    }
+
+    public func coreNeurons(_ parameters: CoreNeuronParameters, promptLength: Int) -> CoreNeurons? {
+        supportsCoreNeurons ? makeCoreNeurons(parameters, promptLength: promptLength) : nil
+    }
+
     /// Runs the batch's tokens through the model, appends their K/V to each cache, and returns the
     /// logits rows asked for, entry by entry in order (`[rows][vocabularySize]`).
     public func forward(_ batch: [ForwardEntry]) -> [Float] {
@@ -174,7 +153,7 @@ public final class LlamaModel: @unchecked Sendable {
         let ff = c.feedForwardLength
         let m = batch.reduce(0) { $0 + $1.tokens.count }
         guard m > 0 else { return [] }
-        precondition(batch.allSatisfy { $0.cache.length + $0.tokens.count <= c.contextLength }, "sequence past the context length")
+        precondition(batch.allSatisfy { $0.kv.length + $0.tokens.count <= c.contextLength }, "sequence past the context length")
 
         scratch.reserve(tokens: m, d: d, q: qWidth, kv: kvWidth, ff: ff, ropeTable: rope.tableCount)
         let x = scratch.x, xn = scratch.xn, q = scratch.q, k = scratch.k, v = scratch.v
@@ -183,11 +162,11 @@ public final class LlamaModel: @unchecked Sendable {
         // Embeddings and one RoPE table per token.
         var row = 0
         for entry in batch {
-            entry.cache.reserve(adding: entry.tokens.count)
+            entry.kv.reserve(adding: entry.tokens.count)
             for (i, token) in entry.tokens.enumerated() {
                 let id = min(max(Int(token), 0), c.vocabularySize - 1)
                 dequantizeRow(tokenEmbedding, row: id, into: x + row * d)
-                rope.fillTable(position: entry.cache.length + i, into: tables + row * rope.tableCount)
+                rope.fillTable(position: entry.kv.length + i, into: tables + row * rope.tableCount)
                 row += 1
             }
         }
@@ -220,7 +199,7 @@ public final class LlamaModel: @unchecked Sendable {
             // Store K/V, then attend, sequence by sequence.
             row = 0
             for entry in batch {
-                let cache = entry.cache
+                let cache = entry.kv
                 let start = cache.length
                 let n = entry.tokens.count
                 for i in 0..<n {
@@ -267,7 +246,7 @@ public final class LlamaModel: @unchecked Sendable {
             row = 0
             for entry in batch {
                 if let core = entry.coreNeurons, !core.isReady, core.sparsifies(layer: layerIndex) {
-                    let voters = max(0, min(entry.tokens.count, core.promptLength - entry.cache.length))
+                    let voters = max(0, min(entry.tokens.count, core.promptLength - entry.kv.length))
                     for i in 0..<voters {
                         core.vote(layer: layerIndex, activations: gate + (row + i) * ff, scratch: scratch.votes)
                     }
@@ -278,9 +257,9 @@ public final class LlamaModel: @unchecked Sendable {
         }
         for entry in batch {
             if let core = entry.coreNeurons, !core.isReady {
-                core.advance(by: max(0, min(entry.tokens.count, core.promptLength - entry.cache.length)))
+                core.advance(by: max(0, min(entry.tokens.count, core.promptLength - entry.kv.length)))
             }
-            entry.cache.advance(by: entry.tokens.count)
+            entry.kv.advance(by: entry.tokens.count)
         }
 
         // Final norm and head, only for the rows that need logits.

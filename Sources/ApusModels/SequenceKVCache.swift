@@ -5,9 +5,7 @@
 /// The forward pass calls ``reserve(adding:)`` before writing K/V for new positions, writes them
 /// through ``slot(layer:position:value:)``, reads them through the block pointers, and finally
 /// calls ``advance(by:)``. Used by one worker at a time.
-public protocol SequenceKV: AnyObject {
-    /// Tokens whose K/V are stored.
-    var length: Int { get }
+public protocol SequenceKV: SequenceState {
     /// Tokens per block.
     var blockSize: Int { get }
     /// Makes room for `count` more tokens. A paged store reserves ahead (it can fail, which the

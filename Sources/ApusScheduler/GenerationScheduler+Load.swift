@@ -18,8 +18,7 @@ extension GenerationScheduler {
     ) throws -> GenerationScheduler {
         let file = try GGUFFile(path: path)
         let models = try (0..<max(workers, 1)).map { _ in try LlamaModel(file: file, pool: ThreadPool(threads: threads)) }
-        let config = models[0].configuration
-        let layout = KVCacheLayout(layers: config.layerCount, kvHeads: config.kvHeadCount, headDim: config.headDim)
+        let layout = layout(for: models[0].memory)
         let manager = try KVCacheManager(layout: layout, memoryBudget: kvCacheBytes ?? KVMemoryBudget.default())
         return GenerationScheduler(
             modelID: modelID, workers: models, tokenizer: try BPETokenizer(gguf: file), kvCache: manager,

@@ -18,6 +18,10 @@ import Synchronization
 /// ```
 public final class GenerationScheduler: Sendable {
     public let modelID: String
+    /// The architecture family of the model.
+    public let kind: GenerativeModelKind
+    /// What one sequence's state costs.
+    public let memory: SequenceMemory
     public let tokenizer: any Tokenizer
     /// Longest prompt plus generated tokens a request may have.
     public let contextLength: Int
@@ -32,16 +36,20 @@ public final class GenerationScheduler: Sendable {
     /// - Parameters:
     ///   - workers: model instances sharing the same weights (each has its own activations and
     ///     kernel thread pool).
-    ///   - kvCache: the manager every worker allocates from; its layout must match the model.
+    ///   - kvCache: the manager every worker allocates from; its layout must match the model
+    ///     (``layout(for:)``).
     ///   - observer: receives measurements (metrics).
     public init(
-        modelID: String, workers: [LlamaModel], tokenizer: any Tokenizer, kvCache: KVCacheManager,
+        modelID: String, workers: [any GenerativeModel], tokenizer: any Tokenizer, kvCache: KVCacheManager,
         configuration: SchedulerConfiguration = SchedulerConfiguration(), observer: (any SchedulerObserver)? = nil
     ) {
         precondition(!workers.isEmpty, "a scheduler needs at least one worker")
         self.modelID = modelID
         self.tokenizer = tokenizer
-        self.contextLength = workers[0].configuration.contextLength
+        precondition(kvCache.layout == Self.layout(for: workers[0].memory), "the KV-cache layout does not fit the model")
+        self.kind = workers[0].kind
+        self.memory = workers[0].memory
+        self.contextLength = workers[0].contextLength
         self.supportsCoreNeurons = workers.allSatisfy(\.supportsCoreNeurons)
         self.configuration = configuration
         self.kvCache = kvCache
@@ -68,9 +76,11 @@ public final class GenerationScheduler: Sendable {
     public func submit(_ request: GenerationRequest, timeout: Duration? = nil) throws(AdmissionError) -> AsyncStream<GenerationEvent> {
         var request = request
         if !supportsCoreNeurons { request.coreNeurons = nil }  // the server refuses such requests first
-        let capacity = kvCache.blockCount * kvCache.layout.blockSize
-        let needed = request.promptTokens.count + request.maxNewTokens
-        guard needed <= capacity else { throw .tooLargeForCache(tokens: needed, capacity: capacity) }
+        if case .keyValue = memory {
+            let capacity = kvCache.blockCount * kvCache.layout.blockSize
+            let needed = request.promptTokens.count + request.maxNewTokens
+            guard needed <= capacity else { throw .tooLargeForCache(tokens: needed, capacity: capacity) }
+        }
         let (stream, continuation) = AsyncStream.makeStream(of: GenerationEvent.self)
         let deadline = (timeout ?? configuration.requestTimeout).map { ContinuousClock.now + $0 }
         let sequence = ScheduledSequence(
@@ -86,6 +96,15 @@ public final class GenerationScheduler: Sendable {
             throw error
         }
         return stream
+    }
+
+    /// The KV-cache manager layout for a model's sequences: K/V blocks of 16 tokens, or one
+    /// block per sequence holding a recurrent state.
+    public static func layout(for memory: SequenceMemory) -> KVCacheLayout {
+        switch memory {
+        case .keyValue(let layers, let kvHeads, let headDim): KVCacheLayout(layers: layers, kvHeads: kvHeads, headDim: headDim)
+        case .recurrent(let floats): PagedRecurrentState.layout(floats: floats)
+        }
     }
 
     /// Requests waiting and running now.

@@ -7,7 +7,7 @@ import Foundation
 /// step under the token budget, runs the forward pass, samples, and streams events.
 final class ModelWorker: @unchecked Sendable {
     // Everything here is touched by the worker's thread only (after `init`).
-    private let model: LlamaModel
+    private let model: any GenerativeModel
     private let tokenizer: any Tokenizer
     private let kvCache: KVCacheManager
     private let queue: SchedulerQueue
@@ -18,7 +18,7 @@ final class ModelWorker: @unchecked Sendable {
     private var sequences: [ScheduledSequence] = []
 
     init(
-        model: LlamaModel, tokenizer: any Tokenizer, kvCache: KVCacheManager, queue: SchedulerQueue,
+        model: any GenerativeModel, tokenizer: any Tokenizer, kvCache: KVCacheManager, queue: SchedulerQueue,
         configuration: SchedulerConfiguration, observer: (any SchedulerObserver)?
     ) {
         self.model = model
@@ -27,7 +27,7 @@ final class ModelWorker: @unchecked Sendable {
         self.queue = queue
         self.configuration = configuration
         self.observer = observer
-        self.vocabulary = model.configuration.vocabularySize
+        self.vocabulary = model.vocabularySize
     }
 
     func run() {
@@ -54,13 +54,19 @@ final class ModelWorker: @unchecked Sendable {
             do {
                 // Core neurons are chosen from every prompt token's activations, so such a
                 // prompt is computed in full rather than taken from the prefix cache.
-                let kv = try PagedSequenceKV(
-                    manager: kvCache, id: SequenceID(sequence.id), tokens: sequence.tokens,
-                    usePrefixCache: !sequence.request.wantsPromptLogprobs && sequence.request.coreNeurons == nil)
+                let kv: any SequenceAllocation
+                switch model.memory {
+                case .keyValue:
+                    kv = try PagedSequenceKV(
+                        manager: kvCache, id: SequenceID(sequence.id), tokens: sequence.tokens,
+                        usePrefixCache: !sequence.request.wantsPromptLogprobs && sequence.request.coreNeurons == nil)
+                case .recurrent:
+                    kv = try PagedRecurrentState(manager: kvCache, id: SequenceID(sequence.id))
+                }
                 sequence.kv = kv
                 sequence.computed = kv.length
                 if let parameters = sequence.request.coreNeurons {
-                    sequence.coreNeurons = model.makeCoreNeurons(parameters, promptLength: sequence.request.promptTokens.count)
+                    sequence.coreNeurons = model.coreNeurons(parameters, promptLength: sequence.request.promptTokens.count)
                 }
                 if sequence.admittedAt == nil {
                     sequence.admittedAt = .now

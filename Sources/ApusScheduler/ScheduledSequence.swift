@@ -26,7 +26,8 @@ final class ScheduledSequence: @unchecked Sendable {
     var tokens: [Int32]
     /// Tokens whose K/V are stored (the KV store's length).
     var computed = 0
-    var kv: PagedSequenceKV?
+    /// Its K/V blocks or recurrent state in the KV-cache manager.
+    var kv: (any SequenceAllocation)?
     /// CoreInfer state (made by the worker at admission when the request asks for it).
     var coreNeurons: CoreNeurons?
     var sampler: Sampler
