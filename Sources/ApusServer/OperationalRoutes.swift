@@ -25,7 +25,9 @@ enum OperationalRoutes {
         // OpenAI's model list; `created` is when this server started.
         let started = Int(Date().timeIntervalSince1970)
         router.onImmediate("GET", "/v1/models") { _, _ in
-            let data = models.loadedModels.map { OpenAIModelJSON(id: $0.id, created: started, kind: $0.kind) }
+            let data = models.loadedModels.map {
+                OpenAIModelJSON(id: $0.id, created: started, kind: $0.kind, architecture: $0.architecture)
+            }
             return json(.ok, OpenAIModelListJSON(data: data))
         }
         router.onImmediate("GET", "/metrics") { _, _ in
@@ -60,13 +62,15 @@ struct OpenAIModelJSON: Encodable {
     var object = "model"
     var created: Int
     var owned_by = "apus"
-    /// Apus's addition: `generation` or `embedding`.
+    /// Apus's additions: `generation` or `embedding`, and the architecture (`aaren`, ...).
     var kind: String
+    var architecture: String
 
-    init(id: String, created: Int, kind: String) {
+    init(id: String, created: Int, kind: String, architecture: String) {
         self.id = id
         self.created = created
         self.kind = kind
+        self.architecture = architecture
     }
 }
 
@@ -97,7 +101,39 @@ public struct ServerInfo: Codable, Sendable, Equatable {
     /// A model the server serves.
     public struct Model: Codable, Sendable, Equatable {
         public var id: String
+        /// `generation` or `embedding`.
         public var kind: String
+        /// `softmax-transformer`, `sigmoid-transformer`, `aaren` (generation) or `bert`.
+        public var architecture: String
+        /// Whether requests that name no model get this one (one per kind).
+        public var isDefault: Bool
+        /// Longest prompt plus generated tokens (generation models).
+        public var maxTotalTokens: Int?
+        /// K/V bytes one token of context costs (transformers).
+        public var kvBytesPerToken: Int?
+        /// Bytes of one sequence's recurrent state, whatever its length (Aaren).
+        public var stateBytesPerSequence: Int?
+
+        public init(
+            id: String, kind: String, architecture: String, isDefault: Bool, maxTotalTokens: Int? = nil,
+            kvBytesPerToken: Int? = nil, stateBytesPerSequence: Int? = nil
+        ) {
+            self.id = id
+            self.kind = kind
+            self.architecture = architecture
+            self.isDefault = isDefault
+            self.maxTotalTokens = maxTotalTokens
+            self.kvBytesPerToken = kvBytesPerToken
+            self.stateBytesPerSequence = stateBytesPerSequence
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id, kind, architecture
+            case isDefault = "default"
+            case maxTotalTokens = "max_total_tokens"
+            case kvBytesPerToken = "kv_bytes_per_token"
+            case stateBytesPerSequence = "state_bytes_per_sequence"
+        }
     }
 
     /// The generation scheduler's limits (absent until its model is loaded).

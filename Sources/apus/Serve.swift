@@ -4,6 +4,8 @@ import ArgumentParser
 import Logging
 import ApusModels
 import ApusScheduler
+import ApusKVCache
+import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -44,6 +46,18 @@ struct Serve: AsyncParsableCommand {
     var drainTimeout = 30.0
 
     @OptionGroup var model: GenerationModelOptions
+
+    @Option(help: "Byte-level models trained by Models/train/ to serve next to the default model: comma-separated directories (each id is the directory's name), or `none`. Missing directories are skipped with a warning.")
+    var trainedModels = "Models/cache/byte-softmax-lm,Models/cache/byte-sigmoid-lm,Models/cache/byte-aaren-lm"
+
+    /// The trained models' directories.
+    var trainedModelDirectories: [String] {
+        trainedModels == "none" ? [] : trainedModels.split(separator: ",").map { String($0) }.filter { !$0.isEmpty }
+    }
+
+    /// The KV memory each trained model takes from the server's budget: 1/16 of it, at most
+    /// 64 MiB (250k bytes of context for the transformers, 4,000 Aaren sequences).
+    static func trainedModelShare(of budget: Int) -> Int { min(budget / 16, 64 << 20) }
 
     @OptionGroup var embeddingModel: EmbeddingModelOptions
 
@@ -159,13 +173,32 @@ struct Serve: AsyncParsableCommand {
                 maxBatchTokens: maxBatchTokens, maxPrefillWhileDecoding: maxPrefillWhileDecoding,
                 maxConcurrent: maxConcurrent, maxQueue: maxQueue,
                 requestTimeout: requestTimeout.map { .milliseconds(Int($0 * 1000)) })
+            let trained = trainedModelDirectories.filter { directory in
+                let present = FileManager.default.fileExists(atPath: directory + "/config.json")
+                if !present { logger.warning("trained model not found, skipped (run `make models`)", metadata: ["path": "\(directory)"]) }
+                return present
+            }
+            let budget = kvCacheMemory.flatMap(ByteCount.parse) ?? KVMemoryBudget.default()
+            let share = Self.trainedModelShare(of: budget)
             let engine = try model.loadScheduler(
-                workers: workers, kvCacheBytes: kvCacheMemory.flatMap(ByteCount.parse), configuration: scheduling,
+                workers: workers, kvCacheBytes: budget - share * trained.count, configuration: scheduling,
                 observer: metrics)
             server.models.install(engine, metrics: metrics)
             logger.info("model loaded", metadata: [
                 "model": "\(engine.modelID)", "seconds": "\(ContinuousClock.now - started)",
             ])
+            for directory in trained {
+                let started = ContinuousClock.now
+                let id = URL(fileURLWithPath: directory).lastPathComponent
+                let metrics = SchedulerMetrics(registry: server.metrics.registry, model: id)
+                let engine = try GenerationScheduler.loadByteDecoder(
+                    directory: directory, modelID: id, threads: model.threadCount, workers: workers, kvCacheBytes: share,
+                    configuration: scheduling, observer: metrics)
+                server.models.install(engine, metrics: metrics)
+                logger.info("model loaded", metadata: [
+                    "model": "\(id)", "kind": "\(engine.kind.rawValue)", "seconds": "\(ContinuousClock.now - started)",
+                ])
+            }
         } catch {
             logger.critical("cannot load the model", metadata: ["path": "\(model.generationModel)", "error": "\(error)"])
             await server.shutdown()

@@ -1,4 +1,5 @@
 import ApusFormats
+import ApusKernels
 import Foundation
 
 /// The shape of a byte-level decoder trained by `Models/train/train_decoders.py`, read from its
@@ -101,5 +102,19 @@ public struct ByteDecoderConfiguration: Sendable, Equatable {
     /// inputs of the convolution, and per head the running max `m`, sum `c` and accumulator `a`.
     public var aarenStateFloats: Int {
         layerCount * ((convolutionWidth - 1) * modelWidth + headCount * (2 + headDim))
+    }
+}
+
+/// Loading the byte-level decoders of `Models/train/`.
+public enum ByteDecoder {
+    /// Loads the model in `directory` (`config.json`, `model.safetensors`) with the class its
+    /// `arch` calls for.
+    /// - Throws: ``ModelLoadError``.
+    public static func load(directory: String, pool: ThreadPool) throws -> any GenerativeModel {
+        let weights = try ByteDecoderWeights(directory: directory)
+        switch weights.configuration.attention {
+        case .softmax, .sigmoid: return try ByteTransformerModel(weights: weights, pool: pool)
+        case .aaren: throw ModelLoadError.invalidConfiguration("Aaren decoders are not served yet")
+        }
     }
 }

@@ -14,6 +14,8 @@ struct GenerateRequest: Sendable {
     var timeout: Duration?
     /// `"stream": true` in the body (TGI's `POST /` and Apus's `/generate`).
     var stream: Bool
+    /// `model` in the body (Apus's addition): the generation model to use (nil: the default).
+    var model: String?
     /// `parameters.core_neurons` (Apus's addition).
     var coreNeurons: CoreNeuronsChoice = .serverDefault
 
@@ -75,7 +77,7 @@ struct GenerateRequest: Sendable {
     /// `inputs` 400.
     static func parse(_ body: [UInt8], limits: Limits) throws(APIError) -> GenerateRequest {
         let json = try JSONValue.parse(body)
-        let top = try JSONObjectReader(json, allowed: ["inputs", "parameters", "stream"])
+        let top = try JSONObjectReader(json, allowed: ["inputs", "parameters", "stream", "model"])
         guard let inputs = try top.string("inputs") else {
             throw APIError.validation("`inputs` is required and must be a string")
         }
@@ -145,7 +147,7 @@ struct GenerateRequest: Sendable {
             inputs: inputs, sampling: sampling, maxNewTokens: maxNewTokens, stop: stop,
             details: try p.bool("details") ?? false, decoderInputDetails: try p.bool("decoder_input_details") ?? false,
             returnFullText: try p.bool("return_full_text") ?? false, truncate: truncate,
-            timeout: timeoutMilliseconds.map { .milliseconds($0) }, stream: stream,
+            timeout: timeoutMilliseconds.map { .milliseconds($0) }, stream: stream, model: try top.string("model"),
             coreNeurons: try CoreNeuronsChoice.parse(p.value("core_neurons")))
     }
 }

@@ -14,6 +14,10 @@ struct GenerateRoutes: Sendable {
     let coreNeurons: CoreNeuronParameters?
     let limits = GenerateRequest.Limits()
 
+    /// The header that names the model on TGI's routes, for clients that cannot add a body
+    /// field; the body's `model` wins when both are given.
+    static let modelHeader = "x-apus-model"
+
     func register(on router: inout HTTPRouter) {
         router.onAsync("POST", "/generate") { request, context in
             let wantsStream = request.headers["accept"]?.contains("text/event-stream") ?? false
@@ -36,11 +40,9 @@ struct GenerateRoutes: Sendable {
         guard !context.serverIsDraining, lifecycle.phase != .draining else {
             return APIError.unavailable("the server is shutting down").response
         }
-        guard let engine = models.generationEngine else {
-            return APIError.unavailable("no text-generation model is loaded (yet)").response
-        }
         do {
             let parsed = try GenerateRequest.parse(request.body, limits: limits)
+            let engine = try models.generationEngine(named: parsed.model ?? request.headers[Self.modelHeader])
             let job = try prepare(parsed, engine)
             let events = try submit(job, parsed, engine)
             let stream = parsed.stream || mode == .stream
