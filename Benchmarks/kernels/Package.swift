@@ -16,7 +16,8 @@ let package = Package(
     targets: [
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .target(name: "ApusKernels", dependencies: ["COpenBLAS"], swiftSettings: settings),
-        .executableTarget(name: "KernelBench", dependencies: ["ApusKernels", "COpenBLAS"], swiftSettings: settings),
+        .target(name: "ApusAttention", swiftSettings: settings),
+        .executableTarget(name: "KernelBench", dependencies: ["ApusKernels", "ApusAttention", "COpenBLAS"], swiftSettings: settings),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -291,9 +291,11 @@ def openai_event(res, payload, now):
 # Load
 
 
-async def one_request(conn, api, prompt, n, request_timeout):
+async def one_request(conn, api, prompt, n, request_timeout, model=None):
     make, handle = (tgi_request, tgi_event) if api == "tgi" else (openai_request, openai_event)
     path, body = make(prompt, n)
+    if model:
+        body["model"] = model
     res = Result()
     parse_error = []
 
@@ -351,7 +353,7 @@ async def run(args, host, port, prompt_list):
                 i = next_index
                 next_index += 1
                 left = max(0.1, min(args.request_timeout, deadline - time.perf_counter()))
-                res = await one_request(conn, args.api, prompt_list[i], args.max_new_tokens, left)
+                res = await one_request(conn, args.api, prompt_list[i], args.max_new_tokens, left, args.model)
                 results.append(res)
                 if res.status == 429 or (res.error and res.error.startswith("connection")):
                     await asyncio.sleep(0.1)  # do not spin on a refusing server
@@ -419,6 +421,7 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--prompt-words", type=int, default=60, help="words of licence text per prompt (~1.5 tokens each)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--model", default=None, help="model id to name in each request (default: the server's)")
     ap.add_argument("--connect-timeout", type=float, default=10.0)
     ap.add_argument("--read-timeout", type=float, default=120.0, help="longest silence within a response")
     ap.add_argument("--request-timeout", type=float, default=600.0)

@@ -109,11 +109,12 @@ public struct ByteDecoderConfiguration: Sendable, Equatable {
 public enum ByteDecoder {
     /// Loads the model in `directory` (`config.json`, `model.safetensors`) with the class its
     /// `arch` calls for.
+    /// - Parameter contextLength: the transformers' longest sequence (their default when nil).
     /// - Throws: ``ModelLoadError``.
-    public static func load(directory: String, pool: ThreadPool) throws -> any GenerativeModel {
+    public static func load(directory: String, pool: ThreadPool, contextLength: Int? = nil) throws -> any GenerativeModel {
         let weights = try ByteDecoderWeights(directory: directory)
         switch weights.configuration.attention {
-        case .softmax, .sigmoid: return try ByteTransformerModel(weights: weights, pool: pool)
+        case .softmax, .sigmoid: return try ByteTransformerModel(weights: weights, pool: pool, contextLength: contextLength)
         case .aaren: throw ModelLoadError.invalidConfiguration("Aaren decoders are not served yet")
         }
     }

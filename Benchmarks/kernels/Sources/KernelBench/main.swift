@@ -542,6 +542,7 @@ if wants("threshold") { benchThreshold() }
 if wants("batched") { benchBatched() }
 if wants("ops") { benchOps() }
 if wants("sparse") { benchSparse() }
+if wants("attention") { benchAttention() }
 let wall = now() - startWall
 let processCPU = cpuSeconds() - startCPU
 let machineCPU = machineBusySeconds() - startMachine
