@@ -380,8 +380,9 @@ class CatalogTest(unittest.TestCase):
         models = fetch.load_catalog(os.path.join(HERE, "catalog.json"))
         by_id = {m["id"]: m for m in models}
         trained = {m["id"]: m for m in models if m["source"]["type"] == "repo"}
-        for mid, m in trained.items():  # the byte-level decoders of Models/train/
-            self.assertIs(m["default"], False)
+        self.assertEqual(set(trained), {"byte-softmax-lm", "byte-sigmoid-lm", "byte-aaren-lm"})
+        for mid, m in trained.items():  # the byte-level decoders of Models/train/, served by default
+            self.assertIs(m["default"], True)
             self.assertEqual((m["kind"], m["format"]), ("generation", "safetensors"))
             folder = os.path.join(HERE, *m["source"]["dir"].split("/"))
             for fe in m["files"]:
