@@ -13,7 +13,7 @@ import XCTest
 /// Several generation models in one server: the default (SmolLM2) and the byte-level decoders
 /// trained by Models/train/, chosen per request by `model` (body) or `X-Apus-Model` (header).
 final class ModelSelectionTests: XCTestCase {
-    static let trained = ["byte-softmax-lm", "byte-sigmoid-lm"]
+    static let trained = ["byte-softmax-lm", "byte-sigmoid-lm", "byte-aaren-lm"]
 
     static func trainedDirectory(_ id: String) -> String { repositoryRoot.appendingPathComponent("Models/trained/\(id)").path }
 
@@ -73,8 +73,8 @@ final class ModelSelectionTests: XCTestCase {
 
     /// Greedy continuation of `prompt` computed with the model directly (no server).
     func greedyReference(_ id: String, prompt: String, tokens: Int) throws -> String {
-        let model = try ByteTransformerModel(directory: Self.trainedDirectory(id), pool: ThreadPool(threads: 1))
-        let cache = model.makeCache()
+        let model = try ByteDecoder.load(directory: Self.trainedDirectory(id), pool: ThreadPool(threads: 1))
+        let cache = model.makeSequenceState()
         var logits = model.forward([ForwardEntry(cache: cache, tokens: Array(prompt.utf8).map { Int32($0) }[...], logits: .last)])
         var bytes: [UInt8] = []
         for _ in 0..<tokens {
@@ -92,6 +92,7 @@ final class ModelSelectionTests: XCTestCase {
         XCTAssertEqual(architectures["smollm2-135m-instruct"], "softmax-transformer")
         XCTAssertEqual(architectures["byte-softmax-lm"], "softmax-transformer")
         XCTAssertEqual(architectures["byte-sigmoid-lm"], "sigmoid-transformer")
+        XCTAssertEqual(architectures["byte-aaren-lm"], "aaren")
 
         let info = try object(try await request(.GET, "/info").body)
         let models = try XCTUnwrap(info["models"] as? [[String: Any]])
@@ -100,6 +101,9 @@ final class ModelSelectionTests: XCTestCase {
         let sigmoid = try XCTUnwrap(models.first { $0["id"] as? String == "byte-sigmoid-lm" })
         XCTAssertEqual(sigmoid["kv_bytes_per_token"] as? Int, 4 * 2 * 256 * 4, "4 layers × K and V × 256 floats")
         XCTAssertEqual(sigmoid["max_total_tokens"] as? Int, 1024)
+        let aaren = try XCTUnwrap(models.first { $0["id"] as? String == "byte-aaren-lm" })
+        XCTAssertEqual(aaren["state_bytes_per_sequence"] as? Int, 4128 * 4, "constant: 4 layers × (3 × 256 conv history + 4 heads × (m, c, a[64]))")
+        XCTAssertNil(aaren["kv_bytes_per_token"])
     }
 
     func testBodyFieldAndHeaderChooseTheModel() async throws {

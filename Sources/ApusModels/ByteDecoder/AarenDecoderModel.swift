@@ -75,11 +75,14 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
     /// Loads `config.json` and `model.safetensors` from `directory`.
     /// - Throws: ``ModelLoadError`` when the files are missing, the model is not an Aaren decoder,
     ///   or a tensor is missing or has the wrong shape.
-    public init(directory: String, pool: ThreadPool) throws {
-        let weights = try ByteDecoderWeights(directory: directory)
+    public convenience init(directory: String, pool: ThreadPool) throws {
+        try self.init(weights: ByteDecoderWeights(directory: directory), pool: pool)
+    }
+
+    init(weights: ByteDecoderWeights, pool: ThreadPool) throws {
         let c = weights.configuration
         guard c.attention == .aaren else {
-            throw ModelLoadError.invalidConfiguration("\(directory): arch '\(c.attention.rawValue)' is not an Aaren decoder")
+            throw ModelLoadError.invalidConfiguration("arch '\(c.attention.rawValue)' is not an Aaren decoder")
         }
         self.weights = weights
         self.configuration = c

@@ -115,7 +115,7 @@ public enum ByteDecoder {
         let weights = try ByteDecoderWeights(directory: directory)
         switch weights.configuration.attention {
         case .softmax, .sigmoid: return try ByteTransformerModel(weights: weights, pool: pool, contextLength: contextLength)
-        case .aaren: throw ModelLoadError.invalidConfiguration("Aaren decoders are not served yet")
+        case .aaren: return try AarenDecoderModel(weights: weights, pool: pool)
         }
     }
 }
