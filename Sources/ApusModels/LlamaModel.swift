@@ -353,12 +353,7 @@ private struct Scratch {
     mutating func reserve(tokens m: Int, d: Int, q qWidth: Int, kv: Int, ff: Int, ropeTable: Int) {
         guard m > capacity else { return }
         free()
-        // 64-byte aligned: the SIMD kernels load activations 32 bytes at a time, and a load that
-        // straddles two cache lines costs the one-row kernel 15–25% (Benchmarks/kernels/README.md).
-        func aligned(_ count: Int) -> UnsafeMutablePointer<Float> {
-            UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
-                .bindMemory(to: Float.self, capacity: count)
-        }
+        let aligned = alignedFloats
         x = aligned(m * d)
         xn = aligned(m * max(d, qWidth))
         q = aligned(m * qWidth)

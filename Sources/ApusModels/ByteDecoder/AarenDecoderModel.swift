@@ -45,7 +45,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
     private let finalNorm: UnsafePointer<Float>
     private let outputHead: WeightMatrix
     private let scanWorkspace = AarenScanWorkspace()
-    private var scratch = AarenScratch()
+    private let scratch = ByteDecoderScratch()
 
     struct Layer {
         var convNorm: UnsafePointer<Float>
@@ -60,11 +60,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
         var value: WeightMatrix
         var output: WeightMatrix
         var mixPostNorm: UnsafePointer<Float>
-        var ffnNorm: UnsafePointer<Float>
-        var gate: WeightMatrix
-        var up: WeightMatrix
-        var down: WeightMatrix
-        var ffnPostNorm: UnsafePointer<Float>
+        var feedForward: ByteDecoderFeedForward
     }
 
     /// The longest sequence accepted. The state does not grow with the sequence, so this is not a
@@ -87,7 +83,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
         self.weights = weights
         self.configuration = c
         self.pool = pool
-        let d = c.modelWidth, ff = c.feedForwardLength
+        let d = c.modelWidth
         layers = try (0..<c.layerCount).map { i in
             let p = "layers.\(i)."
             return Layer(
@@ -101,18 +97,12 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
                 value: try weights.matrix(p + "wv", inputs: d, outputs: d),
                 output: try weights.matrix(p + "wo", inputs: d, outputs: d),
                 mixPostNorm: try weights.vector(p + "mix_post_norm", count: d),
-                ffnNorm: try weights.vector(p + "ffn_norm", count: d),
-                gate: try weights.matrix(p + "w_gate", inputs: d, outputs: ff),
-                up: try weights.matrix(p + "w_up", inputs: d, outputs: ff),
-                down: try weights.matrix(p + "w_down", inputs: ff, outputs: d),
-                ffnPostNorm: try weights.vector(p + "ffn_post_norm", count: d))
+                feedForward: try ByteDecoderFeedForward(weights, layer: i))
         }
         tokenEmbedding = try weights.rows("tok_emb", rows: c.vocabularySize, columns: d)
         finalNorm = try weights.vector("final_norm", count: d)
         outputHead = try weights.matrix("lm_head", inputs: d, outputs: c.vocabularySize)
     }
-
-    deinit { scratch.free() }
 
     public var kind: GenerativeModelKind { .aaren }
     public var vocabularySize: Int { configuration.vocabularySize }
@@ -141,7 +131,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
     /// and a sequence may appear at most once per batch.
     public func forward(_ batch: [ForwardEntry]) -> [Float] {
         let c = configuration
-        let d = c.modelWidth, ff = c.feedForwardLength, heads = c.headCount, headDim = c.headDim
+        let d = c.modelWidth, heads = c.headCount, headDim = c.headDim
         let kernel = c.convolutionWidth
         let m = batch.reduce(0) { $0 + $1.tokens.count }
         guard m > 0 else { return [] }
@@ -162,9 +152,9 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
             row += entry.tokens.count
         }
 
-        scratch.reserve(rows: m, d: d, ff: ff, heads: heads, vocabulary: c.vocabularySize)
+        scratch.reserve(rows: m, d: d, ff: c.feedForwardLength, heads: heads, vocabulary: c.vocabularySize, convolution: true)
         let x = scratch.x, xn = scratch.xn, k = scratch.k, v = scratch.v, attention = scratch.attention
-        let gate = scratch.gate, up = scratch.up, scores = scratch.scores
+        let scores = scratch.scores
 
         for (e, entry) in batch.enumerated() {
             for (i, token) in entry.tokens.enumerated() {
@@ -173,12 +163,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
             }
         }
 
-        func grouped(_ w: WeightMatrix, input: UnsafePointer<Float>, inputStride: Int, output: UnsafeMutablePointer<Float>, outputStride: Int) {
-            matmul(w, input: input, inputStride: inputStride, output: output, outputStride: outputStride, tokens: invariantRows, pool: pool, path: .simd)
-            matmul(
-                w, input: input + invariantRows * inputStride, inputStride: inputStride,
-                output: output + invariantRows * outputStride, outputStride: outputStride, tokens: m - invariantRows, pool: pool)
-        }
+        let project = ByteDecoderProjection(rows: m, invariantRows: invariantRows, pool: pool)
         let parallel: AttentionParallelFor = { [pool] count, body in
             pool.parallelFor(count: count) { range, _ in body(range) }
         }
@@ -198,8 +183,8 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
 
             // Keys (normed per head), values and the learned query's scores.
             rmsNorm(x, weight: layer.mixNorm, epsilon: c.normEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
-            grouped(layer.key, input: xn, inputStride: d, output: k, outputStride: d)
-            grouped(layer.value, input: xn, inputStride: d, output: v, outputStride: d)
+            project(layer.key, input: xn, output: k)
+            project(layer.value, input: xn, output: v)
             rmsNorm(k, weight: layer.keyNorm, epsilon: c.normEpsilon, count: headDim, output: k, rows: m * heads, inputStride: headDim, outputStride: headDim)
             for r in 0..<m {
                 for h in 0..<heads {
@@ -225,18 +210,12 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
                         output: output, workspace: scanWorkspace, parallelFor: parallel)
                 }
             }
-            grouped(layer.output, input: attention, inputStride: d, output: xn, outputStride: d)
+            project(layer.output, input: attention, output: xn)
             rmsNorm(xn, weight: layer.mixPostNorm, epsilon: c.normEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
             add(xn, into: x, count: m * d)
 
             // SwiGLU FFN, post-normed.
-            rmsNorm(x, weight: layer.ffnNorm, epsilon: c.normEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
-            grouped(layer.gate, input: xn, inputStride: d, output: gate, outputStride: ff)
-            grouped(layer.up, input: xn, inputStride: d, output: up, outputStride: ff)
-            swiglu(gate: gate, up: up, output: gate, count: m * ff)
-            grouped(layer.down, input: gate, inputStride: ff, output: xn, outputStride: d)
-            rmsNorm(xn, weight: layer.ffnPostNorm, epsilon: c.normEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
-            add(xn, into: x, count: m * d)
+            layer.feedForward.apply(scratch, project, epsilon: c.normEpsilon)
         }
         for entry in batch { entry.recurrent.advance(by: entry.tokens.count) }
 
@@ -362,43 +341,3 @@ public final class AarenSequenceState: RecurrentState {
 
 @available(*, unavailable)
 extension AarenSequenceState: Sendable {}
-
-/// Activation buffers of a forward step, grown to the largest step seen and reused.
-private struct AarenScratch {
-    var capacity = 0
-    var x = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var xn = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var k = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var v = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var attention = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var gate = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var up = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var scores = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var logits = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var convolution = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-
-    func free() {
-        for p in [x, xn, k, v, attention, gate, up, scores, logits, convolution] { UnsafeMutableRawPointer(p).deallocate() }
-    }
-
-    mutating func reserve(rows m: Int, d: Int, ff: Int, heads: Int, vocabulary: Int) {
-        guard m > capacity else { return }
-        free()
-        // 64-byte aligned, as LlamaModel's: the SIMD kernels load activations 32 bytes at a time.
-        func aligned(_ count: Int) -> UnsafeMutablePointer<Float> {
-            UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
-                .bindMemory(to: Float.self, capacity: max(count, 1))
-        }
-        x = aligned(m * d)
-        xn = aligned(m * d)
-        k = aligned(m * d)
-        v = aligned(m * d)
-        attention = aligned(m * d)
-        gate = aligned(m * ff)
-        up = aligned(m * ff)
-        scores = aligned(m * heads)
-        logits = aligned(m * vocabulary)
-        convolution = aligned(d)
-        capacity = m
-    }
-}

@@ -22,7 +22,7 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
     private let outputHead: WeightMatrix
     private let rope: RoPE
     private let attentionWorkspace = AttentionWorkspace()
-    private var scratch = ByteDecoderScratch()
+    private let scratch = ByteDecoderScratch()
 
     struct Layer {
         var mixNorm: UnsafePointer<Float>
@@ -33,11 +33,7 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
         var keyNorm: UnsafePointer<Float>
         var output: WeightMatrix
         var mixPostNorm: UnsafePointer<Float>
-        var ffnNorm: UnsafePointer<Float>
-        var gate: WeightMatrix
-        var up: WeightMatrix
-        var down: WeightMatrix
-        var ffnPostNorm: UnsafePointer<Float>
+        var feedForward: ByteDecoderFeedForward
     }
 
     /// Loads `config.json` and `model.safetensors` from `directory`.
@@ -60,7 +56,7 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
         self.configuration = c
         self.contextLength = contextLength ?? 4 * c.trainingLength
         self.pool = pool
-        let d = c.modelWidth, ff = c.feedForwardLength
+        let d = c.modelWidth
         layers = try (0..<c.layerCount).map { i in
             let p = "layers.\(i)."
             return Layer(
@@ -72,19 +68,13 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
                 keyNorm: try weights.vector(p + "k_norm", count: c.headDim),
                 output: try weights.matrix(p + "wo", inputs: d, outputs: d),
                 mixPostNorm: try weights.vector(p + "mix_post_norm", count: d),
-                ffnNorm: try weights.vector(p + "ffn_norm", count: d),
-                gate: try weights.matrix(p + "w_gate", inputs: d, outputs: ff),
-                up: try weights.matrix(p + "w_up", inputs: d, outputs: ff),
-                down: try weights.matrix(p + "w_down", inputs: ff, outputs: d),
-                ffnPostNorm: try weights.vector(p + "ffn_post_norm", count: d))
+                feedForward: try ByteDecoderFeedForward(weights, layer: i))
         }
         tokenEmbedding = try weights.rows("tok_emb", rows: c.vocabularySize, columns: d)
         finalNorm = try weights.vector("final_norm", count: d)
         outputHead = try weights.matrix("lm_head", inputs: d, outputs: c.vocabularySize)
         rope = RoPE(headDim: c.headDim, theta: c.ropeTheta, style: .neox)
     }
-
-    deinit { scratch.free() }
 
     public var kind: GenerativeModelKind { configuration.attention == .sigmoid ? .sigmoidTransformer : .softmaxTransformer }
     public var vocabularySize: Int { configuration.vocabularySize }
@@ -101,15 +91,15 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
 
     public func forward(_ batch: [ForwardEntry]) -> [Float] {
         let c = configuration
-        let d = c.modelWidth, ff = c.feedForwardLength, dh = c.headDim, heads = c.headCount
+        let d = c.modelWidth, dh = c.headDim, heads = c.headCount
         let m = batch.reduce(0) { $0 + $1.tokens.count }
         guard m > 0 else { return [] }
         precondition(batch.allSatisfy { $0.kv.length + $0.tokens.count <= contextLength }, "sequence past the context length")
         let invariantRows = batch.prefix { $0.tokens.count == 1 }.count
 
-        scratch.reserve(tokens: m, d: d, ff: ff, ropeTable: rope.tableCount)
+        scratch.reserve(rows: m, d: d, ff: c.feedForwardLength, queries: true, ropeTable: rope.tableCount)
         let x = scratch.x, xn = scratch.xn, q = scratch.q, k = scratch.k, v = scratch.v
-        let attn = scratch.attention, gate = scratch.gate, up = scratch.up, tables = scratch.ropeTables
+        let attn = scratch.attention, tables = scratch.ropeTables
 
         var row = 0
         for entry in batch {
@@ -122,14 +112,7 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
             }
         }
 
-        // Invariant rows through the SIMD kernel, the rest through the path for their count.
-        func project(_ w: WeightMatrix, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
-            let inputs = w.cols, outputs = w.rows
-            matmul(w, input: input, inputStride: inputs, output: output, outputStride: outputs, tokens: invariantRows, pool: pool, path: .simd)
-            matmul(
-                w, input: input + invariantRows * inputs, inputStride: inputs, output: output + invariantRows * outputs,
-                outputStride: outputs, tokens: m - invariantRows, pool: pool)
-        }
+        let project = ByteDecoderProjection(rows: m, invariantRows: invariantRows, pool: pool)
         let parallel: AttentionParallelFor = { [pool] count, body in
             pool.parallelFor(count: count) { range, _ in body(range) }
         }
@@ -180,13 +163,7 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
             rmsNorm(xn, weight: layer.mixPostNorm, epsilon: c.normEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
             add(xn, into: x, count: m * d)
 
-            rmsNorm(x, weight: layer.ffnNorm, epsilon: c.normEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
-            project(layer.gate, input: xn, output: gate)
-            project(layer.up, input: xn, output: up)
-            swiglu(gate: gate, up: up, output: gate, count: m * ff)
-            project(layer.down, input: gate, output: xn)
-            rmsNorm(xn, weight: layer.ffnPostNorm, epsilon: c.normEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
-            add(xn, into: x, count: m * d)
+            layer.feedForward.apply(scratch, project, epsilon: c.normEpsilon)
         }
         for entry in batch { entry.kv.advance(by: entry.tokens.count) }
         return ByteDecoderHead.logits(
@@ -232,43 +209,5 @@ enum ByteDecoderHead {
                 outputStride: vocabulary, tokens: logitRows - invariantLogitRows, pool: pool)
         }
         return logits
-    }
-}
-
-/// Activation buffers of a byte decoder's forward pass, grown to the largest step and reused
-/// (64-byte aligned for the SIMD kernels).
-struct ByteDecoderScratch {
-    var capacity = 0
-    var x = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var xn = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var q = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var k = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var v = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var attention = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var gate = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var up = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    var ropeTables = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-
-    func free() {
-        for p in [x, xn, q, k, v, attention, gate, up, ropeTables] { UnsafeMutableRawPointer(p).deallocate() }
-    }
-
-    mutating func reserve(tokens m: Int, d: Int, ff: Int, ropeTable: Int) {
-        guard m > capacity else { return }
-        free()
-        func aligned(_ count: Int) -> UnsafeMutablePointer<Float> {
-            UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
-                .bindMemory(to: Float.self, capacity: max(count, 1))
-        }
-        x = aligned(m * d)
-        xn = aligned(m * d)
-        q = aligned(m * d)
-        k = aligned(m * d)
-        v = aligned(m * d)
-        attention = aligned(m * d)
-        gate = aligned(m * ff)
-        up = aligned(m * ff)
-        ropeTables = aligned(m * ropeTable)
-        capacity = m
     }
 }
