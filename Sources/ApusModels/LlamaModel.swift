@@ -262,35 +262,9 @@ public final class LlamaModel: GenerativeModel, @unchecked Sendable {
             entry.kv.advance(by: entry.tokens.count)
         }
 
-        // Final norm and head, only for the rows that need logits.
-        let logitRows = batch.reduce(0) { $0 + $1.logitRowCount }
-        guard logitRows > 0 else { return [] }
-        row = 0
-        var gathered = 0
-        for entry in batch {
-            let n = entry.tokens.count
-            let first: Int
-            switch entry.logits {
-            case .none: first = n
-            case .last: first = n - 1
-            case .all: first = 0
-            }
-            for i in first..<n {
-                rmsNorm(x + (row + i) * d, weight: outputNorm, epsilon: c.rmsEpsilon, count: d, output: xn + gathered * d)
-                gathered += 1
-            }
-            row += n
-        }
-        var logits = [Float](repeating: 0, count: logitRows * c.vocabularySize)
-        logits.withUnsafeMutableBufferPointer { out in
-            guard let base = out.baseAddress else { return }
-            let invariantLogitRows = batch.prefix(invariantRows).reduce(0) { $0 + $1.logitRowCount }
-            matmul(outputHead, input: xn, inputStride: d, output: base, outputStride: c.vocabularySize, tokens: invariantLogitRows, pool: pool, path: .simd)
-            matmul(
-                outputHead, input: xn + invariantLogitRows * d, inputStride: d, output: base + invariantLogitRows * c.vocabularySize,
-                outputStride: c.vocabularySize, tokens: logitRows - invariantLogitRows, pool: pool)
-        }
-        return logits
+        return OutputHead.logits(
+            batch, invariantRows: invariantRows, x: x, scratch: xn, width: d, norm: outputNorm, epsilon: c.rmsEpsilon,
+            head: outputHead, pool: pool)
     }
 
     /// The dense SwiGLU FFN of `rows` (xn → gate, up → xn).
