@@ -46,7 +46,7 @@ test-swift:
 test-python:
 	$(PYTHON) -m unittest discover -s Models -p 'test_*.py'
 
-# The real Python clients from PyPI (text-generation, huggingface_hub) against a running server
+# The real Python clients from PyPI (text-generation, huggingface_hub, openai) against a running server
 # (Tests/clients/run.sh: venv in .venv-clients/, a loopback port, SIGTERM at the end).
 test-clients: setup
 	PYTHON=$(PYTHON) Tests/clients/run.sh

@@ -5,7 +5,7 @@ import ApusModels
 import ApusTokenizers
 
 extension GenerationScheduler {
-    /// Loads a GGUF model and its tokenizer and starts a scheduler over it.
+    /// Loads a GGUF model, its tokenizer and its chat template, and starts a scheduler over it.
     /// - Parameters:
     ///   - path: the `.gguf` file (memory-mapped once; every worker shares the weights).
     ///   - modelID: the name requests and `/info` use.
@@ -21,8 +21,8 @@ extension GenerationScheduler {
         let layout = layout(for: models[0].memory)
         let manager = try KVCacheManager(layout: layout, memoryBudget: kvCacheBytes ?? KVMemoryBudget.default())
         return GenerationScheduler(
-            modelID: modelID, workers: models, tokenizer: try BPETokenizer(gguf: file), kvCache: manager,
-            configuration: configuration, observer: observer)
+            modelID: modelID, workers: models, tokenizer: try BPETokenizer(gguf: file), chatTemplate: ChatTemplate(gguf: file),
+            kvCache: manager, configuration: configuration, observer: observer)
     }
 }
 

@@ -23,6 +23,9 @@ public final class GenerationScheduler: Sendable {
     /// What one sequence's state costs.
     public let memory: SequenceMemory
     public let tokenizer: any Tokenizer
+    /// The model's chat template (GGUF `tokenizer.chat_template`); nil when it has none, as the
+    /// byte-level models do.
+    public let chatTemplate: ChatTemplate?
     /// Longest prompt plus generated tokens a request may have.
     public let contextLength: Int
     /// Whether the model can decode with CoreInfer core neurons (``LlamaModel/supportsCoreNeurons``).
@@ -38,14 +41,17 @@ public final class GenerationScheduler: Sendable {
     ///     kernel thread pool).
     ///   - kvCache: the manager every worker allocates from; its layout must match the model
     ///     (``layout(for:)``).
+    ///   - chatTemplate: how chats become prompts for this model (nil: it has no chat template).
     ///   - observer: receives measurements (metrics).
     public init(
-        modelID: String, workers: [any GenerativeModel], tokenizer: any Tokenizer, kvCache: KVCacheManager,
-        configuration: SchedulerConfiguration = SchedulerConfiguration(), observer: (any SchedulerObserver)? = nil
+        modelID: String, workers: [any GenerativeModel], tokenizer: any Tokenizer, chatTemplate: ChatTemplate? = nil,
+        kvCache: KVCacheManager, configuration: SchedulerConfiguration = SchedulerConfiguration(),
+        observer: (any SchedulerObserver)? = nil
     ) {
         precondition(!workers.isEmpty, "a scheduler needs at least one worker")
         self.modelID = modelID
         self.tokenizer = tokenizer
+        self.chatTemplate = chatTemplate
         precondition(kvCache.layout == Self.layout(for: workers[0].memory), "the KV-cache layout does not fit the model")
         self.kind = workers[0].kind
         self.memory = workers[0].memory
@@ -76,8 +82,7 @@ public final class GenerationScheduler: Sendable {
     public func submit(_ request: GenerationRequest, timeout: Duration? = nil) throws(AdmissionError) -> AsyncStream<GenerationEvent> {
         var request = request
         if !supportsCoreNeurons { request.coreNeurons = nil }  // the server refuses such requests first
-        if case .keyValue = memory {
-            let capacity = kvCache.blockCount * kvCache.layout.blockSize
+        if let capacity = kvCacheTokens {
             let needed = request.promptTokens.count + request.maxNewTokens
             guard needed <= capacity else { throw .tooLargeForCache(tokens: needed, capacity: capacity) }
         }
@@ -97,6 +102,17 @@ public final class GenerationScheduler: Sendable {
         }
         return stream
     }
+
+    /// Tokens the whole KV cache holds, for a model with K/V (nil for a recurrent state, whose
+    /// size does not grow with the sequence).
+    private var kvCacheTokens: Int? {
+        guard case .keyValue = memory else { return nil }
+        return kvCache.blockCount * kvCache.layout.blockSize
+    }
+
+    /// Most tokens (prompt plus generated) one request can have: the context length, and for a
+    /// model with K/V no more than the whole cache holds.
+    public var maxSequenceTokens: Int { min(contextLength, kvCacheTokens ?? .max) }
 
     /// The KV-cache manager layout for a model's sequences: K/V blocks of 16 tokens, or one
     /// block per sequence holding a recurrent state.

@@ -34,6 +34,8 @@ public final class ApusServer: Sendable {
         let generate = GenerateRoutes(
             models: models, lifecycle: lifecycle, maxInputTokens: configuration.maxInputTokens, coreNeurons: configuration.coreNeurons)
         generate.register(on: &routes)
+        OpenAICompletionRoutes(models: models, lifecycle: lifecycle, maxInputTokens: configuration.maxInputTokens)
+            .register(on: &routes)
         let embed = EmbedRoutes(
             models: models, lifecycle: lifecycle, metrics: metrics,
             maxClientBatchSize: configuration.maxClientBatchSize, autoTruncate: configuration.autoTruncate,

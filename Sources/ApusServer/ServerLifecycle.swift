@@ -1,3 +1,4 @@
+import ApusHTTP
 import Synchronization
 
 /// Where the server is in its life: what `/health/ready` reports.
@@ -34,6 +35,15 @@ public final class ServerLifecycle: Sendable {
                 expected: current, desired: phase.rawValue, ordering: .acquiringAndReleasing)
             if exchanged { return }
             current = original
+        }
+    }
+}
+
+extension ServerLifecycle {
+    /// Refuses new work with a 503 once the server (or its HTTP layer) is draining.
+    func admitNewWork(_ context: HTTPRequestContext) throws(APIError) {
+        guard !context.serverIsDraining, phase != .draining else {
+            throw APIError.unavailable("the server is shutting down")
         }
     }
 }

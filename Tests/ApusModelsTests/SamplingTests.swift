@@ -79,4 +79,47 @@ final class SamplingTests: XCTestCase {
         XCTAssertEqual(matcher.match(in: "a\n\nb", newBytes: 2)?.stop, "\n\n")
         XCTAssertNil(StopSequenceMatcher([]).match(in: "anything", newBytes: 8))
     }
+
+    /// What a streaming client sees: a stop string and what follows are never sent, a held-back
+    /// possible start is sent once it turns out not to be one, and the pieces always add up to
+    /// the text before the first stop.
+    func testStopSequenceTrimmerHoldsBackPossibleStarts() {
+        var t = StopSequenceTrimmer(["END", "\n\n"])
+        XCTAssertEqual(t.append("Hello E"), "Hello ")  // "E" may start END
+        XCTAssertEqual(t.append("N"), "")  // "EN" still may
+        XCTAssertEqual(t.append("D!"), "")  // END: cut, with everything after it
+        XCTAssertTrue(t.stopped)
+        XCTAssertEqual(t.append("more"), "")
+        XCTAssertEqual(t.finish(), "")
+
+        var u = StopSequenceTrimmer(["END", "\n\n"])
+        XCTAssertEqual(u.append("a\n"), "a")
+        XCTAssertEqual(u.append("b EN"), "\nb ")  // the newline was not a stop after all
+        XCTAssertEqual(u.append("ough"), "ENough")
+        XCTAssertEqual(u.append("x\n"), "x")
+        XCTAssertEqual(u.finish(), "\n")  // the end: what was held back is text
+        XCTAssertFalse(u.stopped)
+
+        // The earliest stop wins, wherever the longer one started; multi-byte text is cut between characters.
+        var v = StopSequenceTrimmer(["bcd", "é!"])
+        XCTAssertEqual(v.append("aébc"), "aé")  // "bc" may start "bcd"
+        XCTAssertEqual(v.append("d"), "")
+        var w = StopSequenceTrimmer(["bcd", "é!"])
+        XCTAssertEqual(w.append("xé"), "x")
+        XCTAssertEqual(w.append("!bcd"), "")
+        XCTAssertTrue(w.stopped)
+
+        // No stops: everything passes at once.
+        var none = StopSequenceTrimmer([])
+        XCTAssertEqual(none.append("abc"), "abc")
+        XCTAssertEqual(none.finish(), "")
+
+        // Every split of a text gives the same concatenation as trimming it whole.
+        let text = "one ENtwo \nthree END four"
+        for cut in 0...text.count {
+            var s = StopSequenceTrimmer(["END", "\n\n"])
+            let out = s.append(String(text.prefix(cut))) + s.append(String(text.dropFirst(cut))) + s.finish()
+            XCTAssertEqual(out, "one ENtwo \nthree ", "split at \(cut)")
+        }
+    }
 }

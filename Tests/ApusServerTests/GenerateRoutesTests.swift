@@ -39,7 +39,9 @@ enum SharedGenerationServer {
     }()
 }
 
-final class GenerateRoutesTests: XCTestCase {
+/// A test case against ``SharedGenerationServer`` (skipped when the model is missing), with
+/// helpers to post JSON and read answers.
+class GenerationServerTestCase: XCTestCase {
     var client: HTTPClient!
     var port = 0
 
@@ -75,6 +77,37 @@ final class GenerateRoutesTests: XCTestCase {
         try body.components(separatedBy: "\n\n").filter { $0.hasPrefix("data:") }.map { try object(String($0.dropFirst(5))) }
     }
 
+    /// Waits until the scheduler runs nothing and holds no KV blocks (a disconnected client's
+    /// sequence must be gone within a step).
+    func assertSchedulerReturnsToIdle(_ scheduler: GenerationScheduler, file: StaticString = #filePath, line: UInt = #line) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while scheduler.kvCache.stats.blocksInUse != 0 || scheduler.snapshot.running != 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTAssertEqual(scheduler.kvCache.stats.blocksInUse, 0, "KV blocks still held", file: file, line: line)
+        XCTAssertEqual(scheduler.snapshot, SchedulerSnapshot(waiting: 0, running: 0), file: file, line: line)
+    }
+
+    /// A long streamed generation (`body` posted to `path`) whose client leaves after the first
+    /// event is removed from the default model's scheduler, and its KV blocks come back.
+    func assertDisconnectMidStreamReleasesTheSequence(
+        _ path: String, _ body: String, file: StaticString = #filePath, line: UInt = #line
+    ) async throws {
+        let scheduler = try XCTUnwrap(SharedGenerationServer.server?.models.generationEngine)
+        try await assertSchedulerReturnsToIdle(scheduler, file: file, line: line)
+        let raw = try RawClient(port: port)
+        try raw.send("POST \(path) HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        while !String(decoding: raw.buffer, as: UTF8.self).contains("data:") { try raw.fill() }
+        // (A chat stream's first event, the assistant role, can come before the sequence is admitted.)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while scheduler.kvCache.stats.blocksInUse == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        XCTAssertGreaterThan(scheduler.kvCache.stats.blocksInUse, 0, file: file, line: line)
+        shutdown(raw.fd, Int32(SHUT_RDWR))
+        try await assertSchedulerReturnsToIdle(scheduler, file: file, line: line)
+    }
+}
+
+final class GenerateRoutesTests: GenerationServerTestCase {
     func testGreedyGenerationWithDetails() async throws {
         let body = #"{"inputs":"The capital of France is","parameters":{"max_new_tokens":8,"details":true}}"#
         let first = try await post("/generate", body)
@@ -279,29 +312,9 @@ final class GenerateRoutesTests: XCTestCase {
         XCTAssertEqual(prefill?.count, 20)
     }
 
-    /// Waits until the scheduler runs nothing and holds no KV blocks (a disconnected client's
-    /// sequence must be gone within a step).
-    func assertSchedulerReturnsToIdle(_ scheduler: GenerationScheduler, file: StaticString = #filePath, line: UInt = #line) async throws {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while scheduler.kvCache.stats.blocksInUse != 0 || scheduler.snapshot.running != 0, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        XCTAssertEqual(scheduler.kvCache.stats.blocksInUse, 0, "KV blocks still held", file: file, line: line)
-        XCTAssertEqual(scheduler.snapshot, SchedulerSnapshot(waiting: 0, running: 0), file: file, line: line)
-    }
-
     func testDisconnectMidStreamReleasesTheSequence() async throws {
-        let scheduler = try XCTUnwrap(SharedGenerationServer.server?.models.generationEngine)
-        try await assertSchedulerReturnsToIdle(scheduler)
-        // A long streamed generation whose client leaves after the first event...
-        let raw = try RawClient(port: port)
-        let body = #"{"inputs":"Write a very long story.","parameters":{"max_new_tokens":4000}}"#
-        try raw.send("POST /generate_stream HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
-        while !String(decoding: raw.buffer, as: UTF8.self).contains("data:") { try raw.fill() }
-        XCTAssertGreaterThan(scheduler.kvCache.stats.blocksInUse, 0)
-        shutdown(raw.fd, Int32(SHUT_RDWR))
-        // ...is removed and its blocks come back.
-        try await assertSchedulerReturnsToIdle(scheduler)
+        try await assertDisconnectMidStreamReleasesTheSequence(
+            "/generate_stream", #"{"inputs":"Write a very long story.","parameters":{"max_new_tokens":4000}}"#)
     }
 
     func testDisconnectDuringANonStreamedRequestReleasesTheSequence() async throws {

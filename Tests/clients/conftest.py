@@ -85,8 +85,35 @@ def url() -> str:
     return value.rstrip("/")
 
 
+@pytest.fixture(autouse=True)
+def no_openai_env(monkeypatch):
+    """No OPENAI_* variable (base URL, key, organization, project, custom headers, ...) may steer
+    the openai client away from the server under test or add headers (every test)."""
+    for name in list(os.environ):
+        if name.startswith("OPENAI_"):
+            monkeypatch.delenv(name)
+
+
+OPENAI_TIMEOUT = 120  # seconds; a busy 2-core machine
+
+
+def openai_client(url, **kwargs):
+    """An openai.OpenAI for the server: no retries (its default retries 408/409/429/5xx twice, with
+    back-off, which would hide the status under test), a generous timeout."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=OPENAI_TIMEOUT, **kwargs)
+
+
+@pytest.fixture
+def oai(url):
+    client = openai_client(url)
+    yield client
+    client.close()
+
+
 def pytest_report_header(config):
     from importlib.metadata import version
 
-    names = ["text-generation", "huggingface_hub", "requests", "aiohttp", "httpx2", "pydantic"]
+    names = ["text-generation", "huggingface_hub", "openai", "requests", "aiohttp", "httpx2", "pydantic"]
     return "clients: " + ", ".join(f"{name} {version(name)}" for name in names)

@@ -2,9 +2,13 @@
 # Drives a real `apus serve` with the real Python clients from PyPI: text-generation and
 # huggingface_hub's InferenceClient on the TGI routes (Tests/clients/test_tgi_clients.py), and
 # huggingface_hub's feature_extraction and the openai client on the embedding routes
-# (Tests/clients/test_embedding_clients.py).
+# (Tests/clients/test_embedding_clients.py), and the openai client on /v1/completions and
+# /v1/chat/completions (Tests/clients/test_openai_generation_clients.py). The server loads the
+# trained byte-level models when `make models` installed them; the tests that need one skip
+# otherwise.
 #
 #   Tests/clients/run.sh [pytest args...]      (or `make test-clients`)
+#   APUS_SERVE_ARGS="--trained-models none" Tests/clients/run.sh     (extra `apus serve` options)
 #
 # 1. A venv at .venv-clients/ (gitignored), made once; Tests/clients/requirements.txt is installed
 #    into it only when its sha256 differs from the stamp kept in the venv.
@@ -22,6 +26,8 @@ VENV=$ROOT/.venv-clients
 REQUIREMENTS=$ROOT/Tests/clients/requirements.txt
 . "$ROOT/Tests/lib/venv.sh"
 APUS_BIN=${APUS_BIN:-$ROOT/.build/release/apus}
+# Extra options for `apus serve`, split on spaces (e.g. --trained-models none).
+read -r -a SERVE_ARGS <<<"${APUS_SERVE_ARGS:-}"
 READY_TIMEOUT=60
 STOP_TIMEOUT=10
 
@@ -51,7 +57,7 @@ free_port() {
 # A port picked this way can be taken before apus binds it: try a few.
 for attempt in 1 2 3 4 5; do
     PORT=$(free_port)
-    "$APUS_BIN" serve --host 127.0.0.1 --port "$PORT" --log-level warning >"$WORK/server.log" 2>&1 &
+    "$APUS_BIN" serve --host 127.0.0.1 --port "$PORT" --log-level warning "${SERVE_ARGS[@]}" >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     ready=""
     deadline=$((SECONDS + READY_TIMEOUT))

@@ -26,7 +26,6 @@ timeout, and no OPENAI_* variable from the environment.
 import asyncio
 import base64
 import json
-import os
 
 import numpy as np
 import pytest
@@ -35,6 +34,8 @@ import requests
 import openai
 from huggingface_hub import AsyncInferenceClient, InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
+
+from conftest import openai_client
 
 MODEL = "all-minilm-l6-v2"
 GENERATION_MODEL = "smollm2-135m-instruct"
@@ -68,30 +69,10 @@ def post_embed(url, body) -> list:
     return response.json()
 
 
-@pytest.fixture(autouse=True)
-def no_openai_env(monkeypatch):
-    """No OPENAI_* variable (base URL, key, organization, project, custom headers, ...) may steer
-    the client away from the server under test or add headers."""
-    for name in list(os.environ):
-        if name.startswith("OPENAI_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture(scope="module")
 def hub(url):
     # The URL as `model`: no model id to resolve, so no hub request.
     return InferenceClient(model=url, timeout=TIMEOUT)
-
-
-def openai_client(url, **kwargs) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=TIMEOUT, **kwargs)
-
-
-@pytest.fixture
-def oai(url, no_openai_env):
-    client = openai_client(url)
-    yield client
-    client.close()
 
 
 # --- huggingface_hub.InferenceClient.feature_extraction ----------------------------------------------
@@ -292,13 +273,16 @@ def test_openai_too_many_inputs(oai):
 def test_openai_models_list(oai):
     models = list(oai.models.list())
     ids = [m.id for m in models]
-    assert set(ids) == {MODEL, GENERATION_MODEL}
+    # The byte-level models trained here are served too when `make models` installed them.
+    trained = {"byte-softmax-lm", "byte-sigmoid-lm", "byte-aaren-lm"}
+    assert set(ids) - trained == {MODEL, GENERATION_MODEL}
+    assert ids[0] == GENERATION_MODEL  # the default generation model first
     for m in models:
         assert m.object == "model"
         assert isinstance(m.created, int) and m.created > 0
         assert isinstance(m.owned_by, str) and m.owned_by
     kinds = {m.id: getattr(m, "kind", None) for m in models}  # Apus's extra field, kept by the client
-    assert kinds == {MODEL: "embedding", GENERATION_MODEL: "generation"}
+    assert kinds == {MODEL: "embedding", GENERATION_MODEL: "generation"} | {i: "generation" for i in set(ids) & trained}
 
 
 def test_openai_async(url):

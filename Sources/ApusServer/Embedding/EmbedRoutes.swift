@@ -68,9 +68,7 @@ struct EmbedRoutes: Sendable {
     }
 
     private func available(_ context: HTTPRequestContext) throws(APIError) -> EmbeddingEngine {
-        guard !context.serverIsDraining, lifecycle.phase != .draining else {
-            throw APIError.unavailable("the server is shutting down")
-        }
+        try lifecycle.admitNewWork(context)
         guard let engine = models.embeddingEngine else {
             throw APIError.unavailable("no embedding model is loaded (yet)")
         }

@@ -37,14 +37,12 @@ struct GenerateRoutes: Sendable {
 
     /// Answers a generation request; `mode` is the default, which `"stream": true` overrides.
     func handle(_ request: HTTPRequest, _ context: HTTPRequestContext, mode: Mode) async -> HTTPResponse {
-        guard !context.serverIsDraining, lifecycle.phase != .draining else {
-            return APIError.unavailable("the server is shutting down").response
-        }
         do {
+            try lifecycle.admitNewWork(context)
             let parsed = try GenerateRequest.parse(request.body, limits: limits)
             let engine = try models.generationEngine(named: parsed.model ?? request.headers[Self.modelHeader])
             let job = try prepare(parsed, engine)
-            let events = try submit(job, parsed, engine)
+            let events = try engine.submitting(job, timeout: parsed.timeout)
             let stream = parsed.stream || mode == .stream
             if stream {
                 return streamResponse(parsed, job, events, engine)
@@ -84,24 +82,6 @@ struct GenerateRoutes: Sendable {
             stopSequences: parsed.stop, wantsPromptLogprobs: parsed.decoderInputDetails, coreNeurons: core)
     }
 
-    /// Queues the job; a full queue is a 429 with `Retry-After`.
-    private func submit(_ job: GenerationRequest, _ parsed: GenerateRequest, _ engine: GenerationScheduler) throws(APIError)
-        -> AsyncStream<GenerationEvent>
-    {
-        do {
-            return try engine.submit(job, timeout: parsed.timeout)
-        } catch {
-            switch error {
-            case .overloaded:
-                throw APIError(.tooManyRequests, error.description, type: "overloaded", headers: ["retry-after": "1"])
-            case .shuttingDown:
-                throw APIError.unavailable(error.description)
-            case .tooLargeForCache:
-                throw APIError.validation(error.description)
-            }
-        }
-    }
-
     private func completeResponse(
         _ parsed: GenerateRequest, _ job: GenerationRequest, _ events: AsyncStream<GenerationEvent>,
         _ engine: GenerationScheduler, asArray: Bool
@@ -127,14 +107,11 @@ struct GenerateRoutes: Sendable {
                 var response = asArray ? encodeJSON([body]) : encodeJSON(body)
                 addTimingHeaders(&response.headers, timings)
                 return response
-            case .failed(let failure) where failure.kind == .timeout:
-                return APIError(.requestTimeout, failure.message, type: "timeout").response
             case .failed(let failure):
-                return APIError(.failedDependency, "Request failed during generation: \(failure.message)", type: "generation").response
+                return APIError(failure).response
             }
         }
-        // The stream ended without a final event: the request was cancelled (client gone).
-        return APIError(.internalServerError, "generation was cancelled", type: "incomplete_generation").response
+        return APIError.generationCancelled.response
     }
 
     private func streamResponse(

@@ -70,11 +70,12 @@ public struct JSONObjectReader {
         self.path = path
         self.fields = fields
         if let unknown = fields.keys.sorted().first(where: { !allowed.contains($0) }) {
-            throw APIError.validation("unknown field `\(name(unknown))`")
+            throw APIError.validation("unknown field `\(name(unknown))`", param: name(unknown))
         }
     }
 
-    private func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    /// How field `key` is named in messages and OpenAI's `param`: `temperature`, `parameters.top_p`.
+    public func name(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     /// The raw value, nil when absent or null (null means "use the default").
     public func value(_ key: String) -> JSONValue? {
@@ -127,6 +128,6 @@ public struct JSONObjectReader {
     }
 
     private func typeError(_ key: String, _ expected: String, _ got: JSONValue) -> APIError {
-        APIError.validation("`\(name(key))` must be \(expected), not \(got.typeName)")
+        APIError.validation("`\(name(key))` must be \(expected), not \(got.typeName)", param: name(key))
     }
 }
