@@ -166,6 +166,7 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode.failure
         }
         // Listen first (readiness answers 503 meanwhile), then load.
+        var loading = model.generationModel  // named in the error if loading fails
         let started = ContinuousClock.now
         do {
             let metrics = SchedulerMetrics(registry: server.metrics.registry, model: model.generationModelID)
@@ -191,6 +192,7 @@ struct Serve: AsyncParsableCommand {
                 let started = ContinuousClock.now
                 let id = URL(fileURLWithPath: directory).lastPathComponent
                 let metrics = SchedulerMetrics(registry: server.metrics.registry, model: id)
+                loading = directory
                 let engine = try GenerationScheduler.loadByteDecoder(
                     directory: directory, modelID: id, threads: model.threadCount, workers: workers, kvCacheBytes: share,
                     configuration: scheduling, observer: metrics)
@@ -200,7 +202,7 @@ struct Serve: AsyncParsableCommand {
                 ])
             }
         } catch {
-            logger.critical("cannot load the model", metadata: ["path": "\(model.generationModel)", "error": "\(error)"])
+            logger.critical("cannot load the model", metadata: ["path": "\(loading)", "error": "\(error)"])
             await server.shutdown()
             throw ExitCode.failure
         }
