@@ -29,7 +29,7 @@ final class ByteTransformerModelTests: XCTestCase {
     }
 
     /// Logits of the whole held-out probe in one prefill match the framework's.
-    /// (Measured: max |Δ| 1.8e-5 at max |logit| 10.9, float32 rounding; the bound is 1e-5 × scale.)
+    /// (Measured: max |Δ| 3.4e-5 at max |logit| 22.8, float32 rounding; the bound is 1e-5 × scale.)
     func testPrefillMatchesTrainingFramework() throws {
         for id in ["byte-softmax-lm", "byte-sigmoid-lm"] {
             let model = try Self.load(id)
