@@ -44,18 +44,25 @@ def heldout():
     return held, train_decoders.unigram_bpb(train, held)
 
 
-def bench_position(apus, model, text_file, runs):
-    per_run = []
+def position_run(apus, model, text_file):
+    out = subprocess.run([apus, "bench-position", "--model", os.path.join(ROOT, "Models/trained", model),
+                          "--text-file", text_file, "--positions", ",".join(map(str, POSITIONS)),
+                          "--threads", "1"], check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def bench_positions(apus, text_file, runs):
+    """Runs the models in turn, --runs rounds (interleaved, so drift hits them alike); medians."""
+    per_model = {m: [] for m in MODELS}
     for _ in range(runs):
-        out = subprocess.run([apus, "bench-position", "--model", os.path.join(ROOT, "Models/trained", model),
-                              "--text-file", text_file, "--positions", ",".join(map(str, POSITIONS)),
-                              "--threads", "1"], check=True, capture_output=True, text=True).stdout
-        per_run.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
-    rows = []
-    for i, pos in enumerate(POSITIONS):
-        rows.append({"position": pos, "kind": per_run[0][i]["kind"], "state_bytes": per_run[0][i]["state_bytes"],
-                     "decode_ms": statistics.median(r[i]["decode_ms_median"] for r in per_run)})
-    return rows
+        for m in MODELS:
+            per_model[m].append(position_run(apus, m, text_file))
+    result = {}
+    for m, per_run in per_model.items():
+        result[m] = [{"position": pos, "kind": per_run[0][i]["kind"], "state_bytes": per_run[0][i]["state_bytes"],
+                      "decode_ms": statistics.median(r[i]["decode_ms_median"] for r in per_run)}
+                     for i, pos in enumerate(POSITIONS)]
+    return result
 
 
 def free_port():
@@ -160,9 +167,7 @@ def main():
     with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as f:
         f.write(held)
         text_file = f.name
-    for m in MODELS:
-        results["position"][m] = bench_position(a.apus, m, text_file, a.runs)
-        print("position %s done" % m, file=sys.stderr)
+    results["position"] = bench_positions(a.apus, text_file, a.runs)
     os.unlink(text_file)
 
     port = free_port()
