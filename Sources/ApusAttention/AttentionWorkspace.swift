@@ -21,7 +21,8 @@ public typealias AttentionParallelFor = (_ count: Int, _ body: @Sendable (Range<
 public final class AttentionWorkspace: @unchecked Sendable {
     private let pool = Mutex<[AttentionScratch]>([])
     private let busy = Atomic<Bool>(false)
-    /// Split-KV partials: `(m, l, O[headDim])` per row; only touched inside a call.
+    /// Split-KV partials `(m, l, O[headDim])` per row, or an Aaren scan's local prefixes and
+    /// segment carries; only touched inside a call.
     private var partials = GrowableBuffer<Float>()
 
     public init() {}
@@ -30,6 +31,9 @@ public final class AttentionWorkspace: @unchecked Sendable {
 
     /// Slots created so far (for tests and diagnostics).
     public var scratchSlots: Int { pool.withLock { $0.count } }
+
+    /// Floats held for split-KV partials and Aaren scan prefixes (for tests and diagnostics).
+    public var partialCapacity: Int { partials.capacity }
 
     func begin() {
         let (exchanged, _) = busy.compareExchange(

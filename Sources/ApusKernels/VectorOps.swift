@@ -192,6 +192,16 @@ public func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointe
     for j in i..<count { y[j] = y[j].addingProduct(a, x[j]) }
 }
 
+/// y[i] += a[i]·b[i] (fused, element by element: a depthwise convolution tap).
+public func multiplyAdd(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+    var i = 0
+    while i + 8 <= count {
+        store8(load8(y, i).addingProduct(load8(a, i), load8(b, i)), y, i)
+        i += 8
+    }
+    for j in i..<count { y[j] = y[j].addingProduct(a[j], b[j]) }
+}
+
 /// SwiGLU: `output[i] = silu(gate[i]) · up[i]` with `silu(g) = g / (1 + e^−g)`.
 /// `output` may equal `gate` or `up`.
 public func swiglu(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, count: Int) {

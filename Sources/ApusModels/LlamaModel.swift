@@ -153,7 +153,8 @@ public final class LlamaModel: GenerativeModel, @unchecked Sendable {
         let ff = c.feedForwardLength
         let m = batch.reduce(0) { $0 + $1.tokens.count }
         guard m > 0 else { return [] }
-        precondition(batch.allSatisfy { $0.kv.length + $0.tokens.count <= c.contextLength }, "sequence past the context length")
+        let caches = batch.map(\.kv)  // each entry's K/V store, cast once per step
+        precondition(zip(caches, batch).allSatisfy { $0.length + $1.tokens.count <= c.contextLength }, "sequence past the context length")
 
         scratch.reserve(tokens: m, d: d, q: qWidth, kv: kvWidth, ff: ff, ropeTable: rope.tableCount)
         let x = scratch.x, xn = scratch.xn, q = scratch.q, k = scratch.k, v = scratch.v
@@ -161,12 +162,12 @@ public final class LlamaModel: GenerativeModel, @unchecked Sendable {
 
         // Embeddings and one RoPE table per token.
         var row = 0
-        for entry in batch {
-            entry.kv.reserve(adding: entry.tokens.count)
+        for (entry, cache) in zip(batch, caches) {
+            cache.reserve(adding: entry.tokens.count)
             for (i, token) in entry.tokens.enumerated() {
                 let id = min(max(Int(token), 0), c.vocabularySize - 1)
                 dequantizeRow(tokenEmbedding, row: id, into: x + row * d)
-                rope.fillTable(position: entry.kv.length + i, into: tables + row * rope.tableCount)
+                rope.fillTable(position: cache.length + i, into: tables + row * rope.tableCount)
                 row += 1
             }
         }
@@ -198,8 +199,7 @@ public final class LlamaModel: GenerativeModel, @unchecked Sendable {
 
             // Store K/V, then attend, sequence by sequence.
             row = 0
-            for entry in batch {
-                let cache = entry.kv
+            for (entry, cache) in zip(batch, caches) {
                 let start = cache.length
                 let n = entry.tokens.count
                 for i in 0..<n {
@@ -244,9 +244,9 @@ public final class LlamaModel: GenerativeModel, @unchecked Sendable {
             feedForward(layer, rows: invariantRows..<m, path: .automatic)
             // Prompt tokens vote for their core neurons (h = the down input, now in `gate`).
             row = 0
-            for entry in batch {
+            for (entry, cache) in zip(batch, caches) {
                 if let core = entry.coreNeurons, !core.isReady, core.sparsifies(layer: layerIndex) {
-                    let voters = max(0, min(entry.tokens.count, core.promptLength - entry.kv.length))
+                    let voters = max(0, min(entry.tokens.count, core.promptLength - cache.length))
                     for i in 0..<voters {
                         core.vote(layer: layerIndex, activations: gate + (row + i) * ff, scratch: scratch.votes)
                     }
@@ -255,11 +255,11 @@ public final class LlamaModel: GenerativeModel, @unchecked Sendable {
             }
             add(xn, into: x, count: m * d)
         }
-        for entry in batch {
+        for (entry, cache) in zip(batch, caches) {
             if let core = entry.coreNeurons, !core.isReady {
-                core.advance(by: max(0, min(entry.tokens.count, core.promptLength - entry.kv.length)))
+                core.advance(by: max(0, min(entry.tokens.count, core.promptLength - cache.length)))
             }
-            entry.kv.advance(by: entry.tokens.count)
+            cache.advance(by: entry.tokens.count)
         }
 
         return OutputHead.logits(

@@ -1,6 +1,7 @@
 import ApusAttention
 import Dispatch
 import Foundation
+import ApusTestSupport
 import XCTest
 
 /// Aaren's recurrent step and chunked prefix scan against a float64 naive per-prefix softmax
@@ -115,7 +116,7 @@ final class AarenAttentionTests: XCTestCase {
     /// Runs tokens `range` through one scan call, continuing from `state`.
     static func scan(
         _ x: Case, range: Range<Int>, state: inout [Float], output: inout [Float], segmentLength: Int,
-        workspace: AarenScanWorkspace, parallelFor: @escaping AttentionParallelFor = FlashAttention.serial
+        workspace: AttentionWorkspace, parallelFor: @escaping AttentionParallelFor = FlashAttention.serial
     ) {
         x.scores.withUnsafeBufferPointer { s in
             x.values.withUnsafeBufferPointer { v in
@@ -136,7 +137,7 @@ final class AarenAttentionTests: XCTestCase {
     static func wholeScan(_ x: Case, segmentLength: Int, parallelFor: @escaping AttentionParallelFor = FlashAttention.serial) -> [Float] {
         var state = [Float](repeating: 0, count: AarenAttention.stateFloats(heads: x.heads, headDim: x.headDim))
         var out = [Float](repeating: .nan, count: x.n * x.width)
-        scan(x, range: 0..<x.n, state: &state, output: &out, segmentLength: segmentLength, workspace: AarenScanWorkspace(), parallelFor: parallelFor)
+        scan(x, range: 0..<x.n, state: &state, output: &out, segmentLength: segmentLength, workspace: AttentionWorkspace(), parallelFor: parallelFor)
         return out
     }
 
@@ -295,11 +296,11 @@ final class AarenAttentionTests: XCTestCase {
 
             var oneState = [Float](repeating: 0, count: stateCount)
             var one = [Float](repeating: .nan, count: n * x.width)
-            Self.scan(x, range: 0..<n, state: &oneState, output: &one, segmentLength: segment, workspace: AarenScanWorkspace())
+            Self.scan(x, range: 0..<n, state: &oneState, output: &one, segmentLength: segment, workspace: AttentionWorkspace())
 
             var chunkState = [Float](repeating: 0, count: stateCount)
             var chunked = [Float](repeating: .nan, count: n * x.width)
-            let workspace = AarenScanWorkspace()
+            let workspace = AttentionWorkspace()
             var start = 0
             while start < n {
                 let length = min(n - start, [1, 7, 64, 100, 3][Int.random(in: 0..<5, using: &rng)])
@@ -334,7 +335,7 @@ final class AarenAttentionTests: XCTestCase {
             let x = Case(n: 173, heads: 3, headDim: 16, scale: scale, offset: offset, seed: UInt64(60 + index))
             var state = [Float](repeating: 0, count: AarenAttention.stateFloats(heads: 3, headDim: 16))
             var out = [Float](repeating: 0, count: x.n * x.width)
-            Self.scan(x, range: 0..<x.n, state: &state, output: &out, segmentLength: 10, workspace: AarenScanWorkspace())
+            Self.scan(x, range: 0..<x.n, state: &state, output: &out, segmentLength: 10, workspace: AttentionWorkspace())
             for h in 0..<3 {
                 let base = h * 18
                 let scores = (0..<x.n).map { x.scores[$0 * 3 + h] }
@@ -368,7 +369,7 @@ final class AarenAttentionTests: XCTestCase {
             var state = [Float](repeating: 0, count: 10)
             state[0] = stale
             var out = [Float](repeating: .nan, count: 5 * 8)
-            Self.scan(y, range: 0..<5, state: &state, output: &out, segmentLength: 2, workspace: AarenScanWorkspace())
+            Self.scan(y, range: 0..<5, state: &state, output: &out, segmentLength: 2, workspace: AttentionWorkspace())
             XCTAssertLessThanOrEqual(Self.maxError(out, Self.naive(y)), Self.tolerance, "scan, stale m \(stale)")
             var stepState = [Float](repeating: 0, count: 10)
             stepState[0] = stale
@@ -413,7 +414,7 @@ final class AarenAttentionTests: XCTestCase {
 
     /// A warm workspace is reused (no growth) and results do not depend on its history.
     func testWorkspaceReuse() {
-        let workspace = AarenScanWorkspace()
+        let workspace = AttentionWorkspace()
         let big = Case(n: 200, heads: 4, headDim: 16, scale: 2, seed: 8)
         let small = Case(n: 9, heads: 2, headDim: 8, scale: 2, seed: 9)
         func run(_ x: Case) -> [Float] {
@@ -423,10 +424,10 @@ final class AarenAttentionTests: XCTestCase {
             return out
         }
         let first = run(big)
-        let capacity = workspace.capacity
+        let capacity = workspace.partialCapacity
         let smallResult = run(small)
         XCTAssertEqual(run(big), first)
-        XCTAssertEqual(workspace.capacity, capacity)
+        XCTAssertEqual(workspace.partialCapacity, capacity)
         XCTAssertEqual(smallResult, Self.wholeScan(small, segmentLength: 7))
     }
 }

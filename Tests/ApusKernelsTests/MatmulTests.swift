@@ -1,5 +1,6 @@
 import ApusFormats
 import ApusKernels
+import ApusTestSupport
 import XCTest
 
 /// The matmul kernels against a float64 product of ApusFormats' reference dequantisation.

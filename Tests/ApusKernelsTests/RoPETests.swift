@@ -1,5 +1,6 @@
 import ApusKernels
 import Foundation
+import ApusTestSupport
 import XCTest
 
 /// RoPE against the float64 formula: pair (a, b) at angle θ_i = p·base^(−2i/ropeDims) becomes

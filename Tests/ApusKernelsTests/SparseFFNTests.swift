@@ -1,5 +1,6 @@
 import ApusKernels
 import Foundation
+import ApusTestSupport
 import XCTest
 
 /// The sparse FFN kernels: selected rows are the SIMD path's bits; the by-column product matches

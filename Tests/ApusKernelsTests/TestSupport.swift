@@ -1,19 +1,13 @@
 import ApusFormats
 import ApusKernels
+import ApusTestSupport
 import Foundation
 import XCTest
 
-/// SplitMix64: a fixed-seed generator, so failures reproduce.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The tests' seeded generator, with float helpers.
+typealias SeededGenerator = SplitMix64
+
+extension SplitMix64 {
     mutating func float(_ range: ClosedRange<Float>) -> Float { Float.random(in: range, using: &self) }
     mutating func floats(_ count: Int, _ range: ClosedRange<Float> = -1...1) -> [Float] {
         (0..<count).map { _ in float(range) }

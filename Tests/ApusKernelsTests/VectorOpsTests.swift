@@ -1,5 +1,6 @@
 import ApusKernels
 import Foundation
+import ApusTestSupport
 import XCTest
 
 /// The f32 vector kernels against float64 formulas. Lengths include SIMD tails (not multiples

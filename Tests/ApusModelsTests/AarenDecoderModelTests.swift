@@ -2,6 +2,7 @@ import ApusFormats
 import ApusKernels
 import ApusModels
 import Foundation
+import ApusTestSupport
 import XCTest
 
 /// The byte-level Aaren decoder against the JAX float32 forward committed with its weights
@@ -280,18 +281,5 @@ final class AarenDecoderModelTests: XCTestCase {
             // The first chunk comes before any drop.
             XCTAssertLessThanOrEqual(Self.maxDiff(Array(logits[..<256]), reference.rows(0..<1)), reference.tolerance)
         }
-    }
-}
-
-/// SplitMix64: a tiny seeded generator for reproducible shuffles.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,6 +1,7 @@
 import ApusFormats
 import ApusTokenizers
 import Foundation
+import ApusTestSupport
 import XCTest
 
 /// Tests that need no model file: loading errors, BPE details, pre-tokenisation, streaming.
@@ -176,7 +177,7 @@ final class TokenizerUnitTests: XCTestCase {
                         ? UInt8(truncatingIfNeeded: generator.next())
                         : alphabet[Int(generator.next() % UInt64(alphabet.count))])
             }
-            var detokenizer = IncrementalDetokenizer(tokenizer: DummyTokenizer())
+            var detokenizer = IncrementalDetokenizer(tokenizer: ByteTokenizer())
             var text = ""
             var index = 0
             while index < stream.count {
@@ -189,33 +190,4 @@ final class TokenizerUnitTests: XCTestCase {
             XCTAssertEqual(text, String(decoding: stream, as: UTF8.self), "\(stream)")
         }
     }
-}
-
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-/// A tokenizer whose token `i` is the byte `i`.
-struct DummyTokenizer: Tokenizer {
-    var vocabularySize: Int { 256 }
-    var bosTokenID: Int32? { nil }
-    var eosTokenID: Int32? { nil }
-    var addsBOS: Bool { false }
-    var addsEOS: Bool { false }
-    func encode(_ text: String, addSpecial: Bool, parseSpecial: Bool) -> [Int32] {
-        text.utf8.map { Int32($0) }
-    }
-    func tokenBytes(_ id: Int32, special: Bool) -> [UInt8] {
-        (0..<256).contains(id) ? [UInt8(id)] : []
-    }
-    func isControl(_ id: Int32) -> Bool { false }
-    func isEndOfGeneration(_ id: Int32) -> Bool { false }
 }

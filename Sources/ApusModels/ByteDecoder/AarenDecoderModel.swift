@@ -44,7 +44,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
     private let tokenEmbedding: UnsafePointer<Float>
     private let finalNorm: UnsafePointer<Float>
     private let outputHead: WeightMatrix
-    private let scanWorkspace = AarenScanWorkspace()
+    private let scanWorkspace = AttentionWorkspace()
     private let scratch = ByteDecoderScratch()
 
     struct Layer {
@@ -135,8 +135,9 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
         let kernel = c.convolutionWidth
         let m = batch.reduce(0) { $0 + $1.tokens.count }
         guard m > 0 else { return [] }
+        let states = batch.map(\.recurrent)  // each entry's state, cast once per step
         precondition(
-            batch.allSatisfy { $0.recurrent.length + $0.tokens.count <= contextLength },
+            zip(states, batch).allSatisfy { $0.length + $1.tokens.count <= contextLength },
             "sequence past the context length (\(contextLength))")
 
         // Rows: one-token entries first (the batch-invariant group), then the others.
@@ -175,7 +176,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
             // Causal depthwise conv over rms(x, conv_norm), continuing each entry's history.
             rmsNorm(x, weight: layer.convNorm, epsilon: c.normEpsilon, count: d, output: xn, rows: m, inputStride: d, outputStride: d)
             for (e, entry) in batch.enumerated() where !entry.tokens.isEmpty {
-                let history = entry.recurrent.floats + layerIndex * stateStride
+                let history = states[e].floats + layerIndex * stateStride
                 convolve(
                     layer, history: history, normed: xn + firstRow[e] * d, x: x + firstRow[e] * d,
                     count: entry.tokens.count, kernel: kernel, d: d)
@@ -197,7 +198,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
                 let n = entry.tokens.count
                 let r = firstRow[e]
                 let state = UnsafeMutableBufferPointer(
-                    start: entry.recurrent.floats + layerIndex * stateStride + historyFloats,
+                    start: states[e].floats + layerIndex * stateStride + historyFloats,
                     count: stateStride - historyFloats)
                 let entryScores = UnsafeBufferPointer(start: scores + r * heads, count: n * heads)
                 let entryValues = UnsafeBufferPointer(start: UnsafePointer(v + r * d), count: n * d)
@@ -217,7 +218,7 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
             // SwiGLU FFN, post-normed.
             layer.feedForward.apply(scratch, project, epsilon: c.normEpsilon)
         }
-        for entry in batch { entry.recurrent.advance(by: entry.tokens.count) }
+        for (entry, state) in zip(batch, states) { state.advance(by: entry.tokens.count) }
 
         // Final norm of the rows that need logits, gathered in row order (invariant rows first).
         let logitRows = batch.reduce(0) { $0 + $1.logitRowCount }
@@ -290,22 +291,6 @@ public final class AarenDecoderModel: GenerativeModel, @unchecked Sendable {
             history.update(from: history + n * d, count: (past - n) * d)
             (history + (past - n) * d).update(from: normed, count: n * d)
         }
-    }
-}
-
-/// `y[i] += a[i] · b[i]`.
-private func multiplyAdd(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
-    var i = 0
-    while i + 8 <= count {
-        let r = UnsafeMutableRawPointer(y + i)
-        let sum = r.loadUnaligned(as: SIMD8<Float>.self).addingProduct(
-            UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self), UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self))
-        r.storeBytes(of: sum, as: SIMD8<Float>.self)
-        i += 8
-    }
-    while i < count {
-        y[i] = y[i].addingProduct(a[i], b[i])
-        i += 1
     }
 }
 

@@ -94,7 +94,8 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
         let d = c.modelWidth, dh = c.headDim, heads = c.headCount
         let m = batch.reduce(0) { $0 + $1.tokens.count }
         guard m > 0 else { return [] }
-        precondition(batch.allSatisfy { $0.kv.length + $0.tokens.count <= contextLength }, "sequence past the context length")
+        let caches = batch.map(\.kv)  // each entry's K/V store, cast once per step
+        precondition(zip(caches, batch).allSatisfy { $0.length + $1.tokens.count <= contextLength }, "sequence past the context length")
         let invariantRows = batch.prefix { $0.tokens.count == 1 }.count
 
         scratch.reserve(rows: m, d: d, ff: c.feedForwardLength, queries: true, ropeTable: rope.tableCount)
@@ -102,12 +103,12 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
         let attn = scratch.attention, tables = scratch.ropeTables
 
         var row = 0
-        for entry in batch {
-            entry.kv.reserve(adding: entry.tokens.count)
+        for (entry, cache) in zip(batch, caches) {
+            cache.reserve(adding: entry.tokens.count)
             for (i, token) in entry.tokens.enumerated() {
                 let id = min(max(Int(token), 0), c.vocabularySize - 1)
                 (x + row * d).update(from: tokenEmbedding + id * d, count: d)
-                rope.fillTable(position: entry.kv.length + i, into: tables + row * rope.tableCount)
+                rope.fillTable(position: cache.length + i, into: tables + row * rope.tableCount)
                 row += 1
             }
         }
@@ -132,8 +133,7 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
             }
 
             row = 0
-            for entry in batch {
-                let cache = entry.kv
+            for (entry, cache) in zip(batch, caches) {
                 let start = cache.length, n = entry.tokens.count
                 for i in 0..<n {
                     cache.slot(layer: layerIndex, position: start + i, value: false).update(from: k + (row + i) * d, count: d)
@@ -165,7 +165,7 @@ public final class ByteTransformerModel: GenerativeModel, @unchecked Sendable {
 
             layer.feedForward.apply(scratch, project, epsilon: c.normEpsilon)
         }
-        for entry in batch { entry.kv.advance(by: entry.tokens.count) }
+        for (entry, cache) in zip(batch, caches) { cache.advance(by: entry.tokens.count) }
         return OutputHead.logits(
             batch, invariantRows: invariantRows, x: x, scratch: xn, width: d, norm: finalNorm, epsilon: c.normEpsilon,
             head: outputHead, pool: pool)
